@@ -1,0 +1,3 @@
+module github.com/affgd/affgd
+
+go 1.26
