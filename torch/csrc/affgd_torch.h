@@ -1,0 +1,291 @@
+/*
+ * affgd_torch.h — the plain C API of affgd's libtorch shim.
+ *
+ * Everything that crosses between Go and libtorch goes through this header. It is plain C so that
+ * a Go binary built on one machine runs on another where only the shim (libaffgd_torch.so) was
+ * rebuilt against that machine's libtorch.
+ *
+ * Conventions
+ *  - Every fallible call returns at_err: NULL on success, otherwise a malloc'd NUL-terminated
+ *    message (libtorch's message without the C++ backtrace) that the caller frees with
+ *    at_free_string. No C++ exception ever leaves the shim.
+ *  - Results are written through out-parameters; an at_tensor result is a new handle owned by the
+ *    caller (see "Lifetime" below).
+ *  - Scalars are passed as double; for integral tensors an integral value is passed to libtorch
+ *    as an integer scalar (so int64 + 2 stays int64, as in Python).
+ *  - dtype codes are the AT_* constants below; a device is an int: -1 for CPU, i >= 0 for CUDA:i.
+ *
+ * Lifetime
+ *  A handle owns one at::Tensor (which may share storage with others, as views do). Handles made
+ *  while a scope is open on the calling OS thread are registered in that scope; at_scope_exit
+ *  releases the storage of every registered handle that was not kept. The handle object itself is
+ *  freed when both its owner (at_drop) and its scope are done with it, so a handle used after its
+ *  scope closed gives an error, never a crash.
+ */
+#ifndef AFFGD_TORCH_H
+#define AFFGD_TORCH_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Bumped whenever a signature in this header changes; the Go package checks it at start-up. */
+#define AT_ABI_VERSION 1
+
+typedef struct at_box *at_tensor;
+typedef struct at_gen_box *at_generator;
+typedef char *at_err;
+
+enum {
+  AT_FLOAT32 = 0,
+  AT_FLOAT64 = 1,
+  AT_FLOAT16 = 2,
+  AT_BFLOAT16 = 3,
+  AT_INT64 = 4,
+  AT_INT32 = 5,
+  AT_INT16 = 6,
+  AT_INT8 = 7,
+  AT_UINT8 = 8,
+  AT_BOOL = 9
+};
+
+/* ---- library ---- */
+int at_abi_version(void);
+void at_free_string(char *s);
+void at_free(void *p);
+const char *at_torch_version(void);
+at_err at_set_num_threads(int n);
+int at_get_num_threads(void);
+int at_cuda_is_available(void);
+int at_cuda_device_count(void);
+at_err at_cuda_synchronize(int device);
+at_err at_manual_seed(uint64_t seed); /* seeds libtorch's global generators (CPU and CUDA) */
+
+/* ---- lifetime and scopes ---- */
+void at_scope_enter(void);
+at_err at_scope_exit(void);
+int at_scope_depth(void);
+void at_scope_keep(at_tensor t);
+void at_release(at_tensor t); /* frees the storage now; idempotent */
+void at_drop(at_tensor t);    /* the owner is done with the handle (Go's cleanup) */
+int at_is_released(at_tensor t);
+int64_t at_live_tensors(void);
+int64_t at_live_bytes(void);
+
+/* ---- grad mode (per OS thread) ---- */
+int at_set_grad_enabled(int enabled); /* returns the previous mode */
+int at_is_grad_enabled(void);
+
+/* ---- tensor facts ---- */
+at_err at_dim(at_tensor t, int64_t *out);
+at_err at_sizes(at_tensor t, int64_t *out, int cap); /* cap >= dim */
+at_err at_strides(at_tensor t, int64_t *out, int cap);
+at_err at_dtype(at_tensor t, int *out);
+at_err at_device(at_tensor t, int *out);
+at_err at_numel(at_tensor t, int64_t *out);
+at_err at_requires_grad(at_tensor t, int *out);
+at_err at_is_contiguous(at_tensor t, int *out);
+at_err at_to_string(at_tensor t, char **out);
+
+/* ---- creation ---- */
+at_err at_empty(const int64_t *shape, int nd, int dtype, int device, at_tensor *out);
+at_err at_zeros(const int64_t *shape, int nd, int dtype, int device, at_tensor *out);
+at_err at_ones(const int64_t *shape, int nd, int dtype, int device, at_tensor *out);
+at_err at_full(const int64_t *shape, int nd, double value, int dtype, int device, at_tensor *out);
+at_err at_arange(double start, double end, double step, int dtype, int device, at_tensor *out);
+at_err at_linspace(double start, double end, int64_t steps, int dtype, int device, at_tensor *out);
+at_err at_eye(int64_t n, int64_t m, int dtype, int device, at_tensor *out);
+/* Copies nbytes of host memory laid out C-contiguously. */
+at_err at_from_data(const void *data, int64_t nbytes, const int64_t *shape, int nd, int dtype,
+                    int device, at_tensor *out);
+/* Copies the tensor's values, C-contiguous, as dtype, into host memory of nbytes. */
+at_err at_copy_data(at_tensor t, void *dst, int64_t nbytes, int dtype);
+at_err at_item(at_tensor t, double *out);
+at_err at_item_int(at_tensor t, int64_t *out);
+
+/* ---- random ---- */
+at_err at_generator_new(uint64_t seed, int device, at_generator *out);
+void at_generator_free(at_generator g);
+at_err at_generator_seed(at_generator g, uint64_t seed);
+at_err at_generator_get_state(at_generator g, at_tensor *out);
+at_err at_generator_set_state(at_generator g, at_tensor state);
+/* g may be NULL: libtorch's global generator. */
+at_err at_rand(const int64_t *shape, int nd, int dtype, int device, at_generator g, at_tensor *out);
+at_err at_randn(const int64_t *shape, int nd, int dtype, int device, at_generator g, at_tensor *out);
+at_err at_randint(int64_t low, int64_t high, const int64_t *shape, int nd, int dtype, int device,
+                  at_generator g, at_tensor *out);
+at_err at_randperm(int64_t n, int dtype, int device, at_generator g, at_tensor *out);
+at_err at_uniform_(at_tensor t, double from, double to, at_generator g);
+at_err at_normal_(at_tensor t, double mean, double std, at_generator g);
+at_err at_bernoulli(at_tensor probs, at_generator g, at_tensor *out);
+at_err at_dropout(at_tensor t, double p, int train, at_generator g, at_tensor *out);
+
+/* ---- conversion ---- */
+at_err at_to(at_tensor t, int dtype, int device, at_tensor *out); /* dtype -1 keeps it */
+at_err at_contiguous(at_tensor t, at_tensor *out);
+at_err at_clone(at_tensor t, at_tensor *out);
+at_err at_detach(at_tensor t, at_tensor *out);
+at_err at_shallow(at_tensor t, at_tensor *out); /* a second handle to the same tensor */
+
+/* ---- shape ---- */
+at_err at_reshape(at_tensor t, const int64_t *shape, int nd, at_tensor *out);
+at_err at_view(at_tensor t, const int64_t *shape, int nd, at_tensor *out);
+at_err at_permute(at_tensor t, const int64_t *dims, int nd, at_tensor *out);
+at_err at_transpose(at_tensor t, int64_t d0, int64_t d1, at_tensor *out);
+at_err at_flatten(at_tensor t, int64_t start, int64_t end, at_tensor *out);
+at_err at_unsqueeze(at_tensor t, int64_t dim, at_tensor *out);
+at_err at_squeeze(at_tensor t, int has_dim, int64_t dim, at_tensor *out);
+at_err at_expand(at_tensor t, const int64_t *shape, int nd, at_tensor *out);
+at_err at_repeat(at_tensor t, const int64_t *reps, int nd, at_tensor *out);
+at_err at_repeat_interleave(at_tensor t, int64_t repeats, int has_dim, int64_t dim, at_tensor *out);
+at_err at_cat(const at_tensor *ts, int n, int64_t dim, at_tensor *out);
+at_err at_stack(const at_tensor *ts, int n, int64_t dim, at_tensor *out);
+/* List results: *outs is a malloc'd array of *n handles; free the array with at_free. */
+at_err at_chunk(at_tensor t, int64_t chunks, int64_t dim, at_tensor **outs, int *n);
+at_err at_split(at_tensor t, int64_t size, int64_t dim, at_tensor **outs, int *n);
+at_err at_narrow(at_tensor t, int64_t dim, int64_t start, int64_t length, at_tensor *out);
+at_err at_slice(at_tensor t, int64_t dim, int64_t start, int64_t end, int64_t step, at_tensor *out);
+at_err at_select(at_tensor t, int64_t dim, int64_t index, at_tensor *out);
+at_err at_index_select(at_tensor t, int64_t dim, at_tensor index, at_tensor *out);
+at_err at_gather(at_tensor t, int64_t dim, at_tensor index, at_tensor *out);
+at_err at_scatter(at_tensor t, int64_t dim, at_tensor index, at_tensor src, at_tensor *out);
+at_err at_scatter_add(at_tensor t, int64_t dim, at_tensor index, at_tensor src, at_tensor *out);
+/* Advanced indexing t[i0, i1, ...]; a NULL entry stands for ':'. Boolean index tensors mask. */
+at_err at_index(at_tensor t, const at_tensor *idx, int n, at_tensor *out);
+at_err at_index_put_(at_tensor t, const at_tensor *idx, int n, at_tensor values, int accumulate);
+at_err at_masked_select(at_tensor t, at_tensor mask, at_tensor *out);
+at_err at_masked_fill(at_tensor t, at_tensor mask, double value, at_tensor *out);
+at_err at_masked_fill_(at_tensor t, at_tensor mask, double value);
+at_err at_where(at_tensor cond, at_tensor a, at_tensor b, at_tensor *out);
+at_err at_nonzero(at_tensor t, at_tensor *out);
+at_err at_tril(at_tensor t, int64_t diagonal, at_tensor *out);
+at_err at_triu(at_tensor t, int64_t diagonal, at_tensor *out);
+at_err at_flip(at_tensor t, const int64_t *dims, int nd, at_tensor *out);
+
+/* ---- elementwise: one input ---- */
+#define AT_UNARY_OPS(X)                                                                          \
+  X(neg) X(exp) X(log) X(sqrt) X(rsqrt) X(abs) X(relu) X(sigmoid) X(tanh) X(floor) X(ceil)       \
+  X(round) X(sign) X(reciprocal) X(logical_not) X(isnan) X(isinf) X(sin) X(cos) X(square)        \
+  X(bitwise_not)
+#define AT_DECLARE_UNARY(name) at_err at_##name(at_tensor t, at_tensor *out);
+AT_UNARY_OPS(AT_DECLARE_UNARY)
+#undef AT_DECLARE_UNARY
+/* in place: t.op_() */
+#define AT_UNARY_INPLACE_OPS(X) X(relu_) X(neg_) X(exp_) X(zero_) X(sigmoid_) X(sqrt_) X(abs_)
+#define AT_DECLARE_UNARY_(name) at_err at_##name(at_tensor t);
+AT_UNARY_INPLACE_OPS(AT_DECLARE_UNARY_)
+#undef AT_DECLARE_UNARY_
+
+/* ---- elementwise: two tensors (broadcasting) ---- */
+#define AT_BINARY_OPS(X)                                                                         \
+  X(add) X(sub) X(mul) X(div) X(pow) X(eq) X(ne) X(gt) X(ge) X(lt) X(le) X(logical_and)           \
+  X(logical_or) X(logical_xor) X(maximum) X(minimum) X(matmul) X(mm) X(bmm) X(remainder)         \
+  X(atan2) X(floor_divide)
+#define AT_DECLARE_BINARY(name) at_err at_##name(at_tensor a, at_tensor b, at_tensor *out);
+AT_BINARY_OPS(AT_DECLARE_BINARY)
+#undef AT_DECLARE_BINARY
+/* in place: a.op_(b) */
+#define AT_BINARY_INPLACE_OPS(X) X(add_) X(sub_) X(mul_) X(div_) X(copy_)
+#define AT_DECLARE_BINARY_(name) at_err at_##name(at_tensor a, at_tensor b);
+AT_BINARY_INPLACE_OPS(AT_DECLARE_BINARY_)
+#undef AT_DECLARE_BINARY_
+
+/* ---- elementwise: tensor and scalar ---- */
+#define AT_SCALAR_OPS(X)                                                                         \
+  X(add_scalar) X(sub_scalar) X(mul_scalar) X(div_scalar) X(pow_scalar) X(rsub_scalar)           \
+  X(eq_scalar) X(ne_scalar) X(gt_scalar) X(ge_scalar) X(lt_scalar) X(le_scalar) X(clamp_min)     \
+  X(clamp_max) X(remainder_scalar) X(fmod_scalar)
+#define AT_DECLARE_SCALAR(name) at_err at_##name(at_tensor a, double s, at_tensor *out);
+AT_SCALAR_OPS(AT_DECLARE_SCALAR)
+#undef AT_DECLARE_SCALAR
+#define AT_SCALAR_INPLACE_OPS(X) X(add_scalar_) X(mul_scalar_) X(fill_) X(clamp_min_) X(clamp_max_)
+#define AT_DECLARE_SCALAR_(name) at_err at_##name(at_tensor a, double s);
+AT_SCALAR_INPLACE_OPS(AT_DECLARE_SCALAR_)
+#undef AT_DECLARE_SCALAR_
+
+/* a + alpha*b (out of place and in place), as torch.add(a, b, alpha=...) */
+at_err at_add_alpha(at_tensor a, at_tensor b, double alpha, at_tensor *out);
+at_err at_add_alpha_(at_tensor a, at_tensor b, double alpha);
+at_err at_clamp(at_tensor t, int has_min, double min, int has_max, double max, at_tensor *out);
+at_err at_clamp_(at_tensor t, int has_min, double min, int has_max, double max);
+at_err at_gelu(at_tensor t, int tanh_approx, at_tensor *out);
+at_err at_softmax(at_tensor t, int64_t dim, at_tensor *out);
+at_err at_log_softmax(at_tensor t, int64_t dim, at_tensor *out);
+
+/* ---- reductions ---- */
+/* dims==NULL/nd==0 reduces all dimensions. */
+at_err at_sum(at_tensor t, const int64_t *dims, int nd, int keepdim, at_tensor *out);
+at_err at_mean(at_tensor t, const int64_t *dims, int nd, int keepdim, at_tensor *out);
+at_err at_logsumexp(at_tensor t, const int64_t *dims, int nd, int keepdim, at_tensor *out);
+at_err at_std(at_tensor t, const int64_t *dims, int nd, int unbiased, int keepdim, at_tensor *out);
+at_err at_var(at_tensor t, const int64_t *dims, int nd, int unbiased, int keepdim, at_tensor *out);
+at_err at_norm(at_tensor t, double p, const int64_t *dims, int nd, int keepdim, at_tensor *out);
+at_err at_prod(at_tensor t, int has_dim, int64_t dim, int keepdim, at_tensor *out);
+at_err at_max_all(at_tensor t, at_tensor *out);
+at_err at_min_all(at_tensor t, at_tensor *out);
+at_err at_max_dim(at_tensor t, int64_t dim, int keepdim, at_tensor *values, at_tensor *indices);
+at_err at_min_dim(at_tensor t, int64_t dim, int keepdim, at_tensor *values, at_tensor *indices);
+at_err at_argmax(at_tensor t, int has_dim, int64_t dim, int keepdim, at_tensor *out);
+at_err at_argmin(at_tensor t, int has_dim, int64_t dim, int keepdim, at_tensor *out);
+at_err at_any(at_tensor t, at_tensor *out);
+at_err at_all(at_tensor t, at_tensor *out);
+at_err at_cumsum(at_tensor t, int64_t dim, at_tensor *out);
+at_err at_topk(at_tensor t, int64_t k, int64_t dim, int largest, int sorted, at_tensor *values,
+               at_tensor *indices);
+at_err at_sort(at_tensor t, int64_t dim, int descending, int stable, at_tensor *values,
+               at_tensor *indices);
+at_err at_unique(at_tensor t, int sorted, int return_inverse, int return_counts, at_tensor *values,
+                 at_tensor *inverse, at_tensor *counts);
+
+/* ---- linear algebra ---- */
+at_err at_einsum(const char *equation, const at_tensor *ts, int n, at_tensor *out);
+at_err at_cdist(at_tensor a, at_tensor b, double p, at_tensor *out);
+/* F.normalize: t / t.norm(p, dim, keepdim=True).clamp_min(eps) */
+at_err at_normalize(at_tensor t, double p, int64_t dim, double eps, at_tensor *out);
+
+/* ---- neural-network functions ---- */
+at_err at_linear(at_tensor x, at_tensor w, at_tensor b /* may be NULL */, at_tensor *out);
+at_err at_conv2d(at_tensor x, at_tensor w, at_tensor b, const int64_t *stride,
+                 const int64_t *padding, const int64_t *dilation, int64_t groups, at_tensor *out);
+/* Updates running_mean/running_var in place when training (as F.batch_norm). */
+at_err at_batch_norm(at_tensor x, at_tensor w, at_tensor b, at_tensor running_mean,
+                     at_tensor running_var, int training, double momentum, double eps,
+                     at_tensor *out);
+at_err at_layer_norm(at_tensor x, const int64_t *shape, int nd, at_tensor w, at_tensor b,
+                     double eps, at_tensor *out);
+at_err at_avg_pool2d(at_tensor x, const int64_t *kernel, const int64_t *stride,
+                     const int64_t *padding, int ceil_mode, int count_include_pad,
+                     int64_t divisor_override /* 0: none */, at_tensor *out);
+at_err at_adaptive_avg_pool2d(at_tensor x, int64_t oh, int64_t ow, at_tensor *out);
+at_err at_max_pool2d(at_tensor x, const int64_t *kernel, const int64_t *stride,
+                     const int64_t *padding, int ceil_mode, at_tensor *out);
+/* mode 0 nearest, 1 bilinear, 2 bicubic. has_scales: pass scale factors to the kernel as
+ * F.interpolate(scale_factor=...) does; out_h/out_w must then be floor(in*scale). */
+at_err at_interpolate(at_tensor x, int mode, int64_t out_h, int64_t out_w, int has_scales,
+                      double scale_h, double scale_w, int align_corners, int antialias,
+                      at_tensor *out);
+/* reduction 0 none, 1 mean, 2 sum */
+at_err at_cross_entropy(at_tensor logits, at_tensor target, at_tensor weight, int reduction,
+                        int64_t ignore_index, double label_smoothing, at_tensor *out);
+
+/* ---- autograd ---- */
+at_err at_set_requires_grad(at_tensor t, int requires);
+at_err at_backward(at_tensor t, at_tensor grad /* may be NULL */, int retain_graph);
+at_err at_grad(at_tensor t, at_tensor *out); /* *out NULL when there is no gradient */
+at_err at_set_grad(at_tensor t, at_tensor grad /* NULL clears */);
+at_err at_zero_grad(at_tensor t); /* sets .grad to None, as optimizer.zero_grad() */
+at_err at_is_leaf(at_tensor t, int *out);
+
+/* ---- TorchScript archives (torch.jit.save), compiled in its own file ---- */
+/* Reads every parameter and buffer (recursively, dotted names) of a TorchScript module.
+ * *names: malloc'd array of malloc'd strings, *tensors: malloc'd array; free each with at_free /
+ * at_free_string (tensors are handles like any other). */
+at_err at_jit_load_tensors(const char *path, char ***names, at_tensor **tensors, int *n);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* AFFGD_TORCH_H */

@@ -1,0 +1,55 @@
+// internal.h — helpers shared by the shim's translation units (not part of the C API).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <atomic>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "affgd_torch.h"
+
+// One handle: a tensor plus the bookkeeping that lets a scope free its storage while the owner
+// (Go) still holds the handle. refs counts the owner and, while it is registered, the scope.
+struct at_box {
+  at::Tensor t;
+  int64_t bytes = 0;
+  std::atomic<bool> released{false};
+  std::atomic<int> refs{1};
+  bool kept = false;  // touched only on the thread whose scope holds the box
+};
+
+struct at_gen_box {
+  at::Generator g;
+};
+
+namespace affgd {
+
+// Wraps a tensor in a new handle, registered in the calling thread's innermost scope if any.
+at_tensor wrap(at::Tensor t);
+// The tensor of a handle; throws a clear error for NULL or released handles.
+const at::Tensor &T(at_tensor h);
+at::ScalarType to_scalar_type(int code);
+int from_scalar_type(at::ScalarType s);
+at::Device to_device(int code);
+int from_device(const at::Device &d);
+at::TensorOptions options(int dtype, int device);
+char *dup_string(const std::string &s);
+// A scalar that keeps integral values integral on integral tensors, as Python does.
+at::Scalar scalar_for(const at::Tensor &t, double v);
+
+}  // namespace affgd
+
+// Runs body and turns every C++ exception into an at_err.
+#define AT_TRY(...)                                                     \
+  try {                                                                  \
+    __VA_ARGS__;                                                         \
+    return nullptr;                                                      \
+  } catch (const c10::Error &e) {                                        \
+    return affgd::dup_string(e.what_without_backtrace());                \
+  } catch (const std::exception &e) {                                    \
+    return affgd::dup_string(e.what());                                  \
+  } catch (...) {                                                        \
+    return affgd::dup_string("unknown C++ exception in the torch shim"); \
+  }

@@ -1,0 +1,116 @@
+package torch
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// DType is a tensor element type.
+type DType int
+
+// The element types affgd uses; the values equal the shim's AT_* codes.
+const (
+	Float32  DType = 0
+	Float64  DType = 1
+	Float16  DType = 2
+	BFloat16 DType = 3
+	Int64    DType = 4
+	Int32    DType = 5
+	Int16    DType = 6
+	Int8     DType = 7
+	Uint8    DType = 8
+	Bool     DType = 9
+)
+
+var dtypeNames = [...]string{"float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool"}
+var dtypeSizes = [...]int{4, 8, 2, 2, 8, 4, 2, 1, 1, 1}
+
+// String returns the PyTorch name without the "torch." prefix, e.g. "float32".
+func (d DType) String() string {
+	if d >= 0 && int(d) < len(dtypeNames) {
+		return dtypeNames[d]
+	}
+	return fmt.Sprintf("DType(%d)", int(d))
+}
+
+// Size returns the number of bytes of one element.
+func (d DType) Size() int {
+	if d >= 0 && int(d) < len(dtypeSizes) {
+		return dtypeSizes[d]
+	}
+	return 0
+}
+
+// IsFloat reports whether d is a floating-point type.
+func (d DType) IsFloat() bool { return d == Float32 || d == Float64 || d == Float16 || d == BFloat16 }
+
+// Device is where a tensor lives: [CPU], or CUDA device i as CUDA(i).
+type Device int
+
+// CPU is the host device.
+const CPU Device = -1
+
+// CUDA returns CUDA device i.
+func CUDA(i int) Device { return Device(i) }
+
+// IsCPU reports whether d is the CPU.
+func (d Device) IsCPU() bool { return d < 0 }
+
+// String returns "cpu" or "cuda:i".
+func (d Device) String() string {
+	if d.IsCPU() {
+		return "cpu"
+	}
+	return "cuda:" + strconv.Itoa(int(d))
+}
+
+// ParseDevice parses "cpu", "cuda" (device 0) or "cuda:N". It does not check that the device
+// exists; [CheckDevice] does.
+func ParseDevice(s string) (Device, error) {
+	switch {
+	case s == "cpu":
+		return CPU, nil
+	case s == "cuda":
+		return CUDA(0), nil
+	case strings.HasPrefix(s, "cuda:"):
+		i, err := strconv.Atoi(s[len("cuda:"):])
+		if err == nil && i >= 0 {
+			return CUDA(i), nil
+		}
+	}
+	return CPU, fmt.Errorf("torch: unknown device %q (want cpu, cuda or cuda:N)", s)
+}
+
+// CheckDevice returns an error unless d can be used on this machine.
+func CheckDevice(d Device) error {
+	if d.IsCPU() {
+		return nil
+	}
+	if !CUDAIsAvailable() {
+		return fmt.Errorf("torch: device %s requested, but CUDA is not available (no GPU, no driver, or a CPU-only libtorch)", d)
+	}
+	if n := CUDADeviceCount(); int(d) >= n {
+		return fmt.Errorf("torch: device %s requested, but only %d CUDA device(s) are present", d, n)
+	}
+	return nil
+}
+
+// Option sets the dtype or device of a created tensor; [DType] and [Device] are Options.
+type Option interface{ apply(*tensorOptions) }
+
+type tensorOptions struct {
+	dtype  DType
+	device Device
+}
+
+func (d DType) apply(o *tensorOptions)  { o.dtype = d }
+func (d Device) apply(o *tensorOptions) { o.device = d }
+
+func makeOptions(def DType, opts []Option) tensorOptions {
+	o := tensorOptions{dtype: def, device: CPU}
+	for _, op := range opts {
+		op.apply(&o)
+	}
+	return o
+}
