@@ -48,6 +48,16 @@ func (s *Scope) Keep(ts ...*Tensor) *Tensor {
 	return ts[0]
 }
 
+// Escape takes t out of every scope: no scope will release it, and it lives until freed with
+// [Tensor.Free] or collected. Parameters, optimizer state and other long-lived tensors created
+// inside a scope use it. It returns t.
+func Escape(t *Tensor) *Tensor {
+	if t != nil {
+		C.at_scope_escape(t.h)
+	}
+	return t
+}
+
 // Close releases the scope's tensors. Closing twice is a no-op.
 func (s *Scope) Close() {
 	if s.closed {

@@ -68,6 +68,8 @@ void at_scope_enter(void);
 at_err at_scope_exit(void);
 int at_scope_depth(void);
 void at_scope_keep(at_tensor t);
+/* The handle leaves its scope for good: no scope will release it (its owner frees it). */
+void at_scope_escape(at_tensor t);
 void at_release(at_tensor t); /* frees the storage now; idempotent */
 void at_drop(at_tensor t);    /* the owner is done with the handle (Go's cleanup) */
 int at_is_released(at_tensor t);

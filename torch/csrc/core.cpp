@@ -177,7 +177,7 @@ at_err at_scope_exit(void) {
   for (at_box *b : boxes) {
     if (b->kept) {
       b->kept = false;
-      if (!t_scopes.empty()) {
+      if (!b->escaped && !t_scopes.empty()) {
         t_scopes.back().push_back(b);  // the scope's reference moves to the parent
         continue;
       }
@@ -187,6 +187,13 @@ at_err at_scope_exit(void) {
     unref(b);
   }
   return nullptr;
+}
+
+void at_scope_escape(at_tensor t) {
+  if (t) {
+    t->kept = true;
+    t->escaped = true;
+  }
 }
 
 int at_scope_depth(void) { return static_cast<int>(t_scopes.size()); }

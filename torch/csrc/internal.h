@@ -17,7 +17,8 @@ struct at_box {
   int64_t bytes = 0;
   std::atomic<bool> released{false};
   std::atomic<int> refs{1};
-  bool kept = false;  // touched only on the thread whose scope holds the box
+  bool kept = false;     // touched only on the thread whose scope holds the box
+  bool escaped = false;  // kept, and not handed to the parent scope either
 };
 
 struct at_gen_box {

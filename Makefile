@@ -1,0 +1,74 @@
+# affgd — build, test and benchmark. `make demo` and `make test` work on a fresh Debian machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+REQ_HASH := $(shell sha1sum tests/requirements.txt | cut -c1-12)
+# The venv lives outside the clone, keyed by the pinned versions, so fresh clones reuse it.
+VENV ?= $(HOME)/.cache/affgd/venv-$(REQ_HASH)
+PYTHON := $(VENV)/bin/python
+# LIBTORCH overrides the libtorch to build against (any libtorch folder or PyTorch install).
+LIBTORCH ?=
+BUILD := build
+TESTDATA := $(CURDIR)/tests/testdata
+GOTEST_FLAGS ?= -count=1
+export AFFGD_TESTDATA := $(TESTDATA)
+export AFFGD_PYTHON := $(PYTHON)
+export AFFGD_VENV := $(VENV)
+
+SHIM_SRC := $(wildcard torch/csrc/*.cpp torch/csrc/*.h) CMakeLists.txt
+GENERATORS := $(wildcard tests/*/gen_*.py)
+# One stamp per generator: tests/testdata/<suite>/.stamp, remade when its script changes.
+STAMPS := $(foreach g,$(GENERATORS),$(TESTDATA)/$(notdir $(patsubst %/,%,$(dir $(g))))/.stamp)
+
+.PHONY: deps build shim test testdata bench demo clean cuda-check FORCE
+FORCE:
+
+deps:
+	@VENV=$(VENV) LIBTORCH=$(LIBTORCH) scripts/deps.sh
+
+# The resolved libtorch folder; rewritten only when it changes, so a new venv or LIBTORCH
+# reconfigures and rebuilds the shim (its rpath names that folder).
+LIBTORCH_DIR = $(shell readlink -f $(if $(LIBTORCH),$(LIBTORCH),third_party/libtorch/libtorch))
+$(BUILD)/libtorch.path: FORCE
+	@mkdir -p $(BUILD)
+	@echo "$(LIBTORCH_DIR)" | cmp -s - $@ || echo "$(LIBTORCH_DIR)" > $@
+
+$(BUILD)/Makefile: CMakeLists.txt $(BUILD)/libtorch.path
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DLIBTORCH=$(LIBTORCH_DIR)
+
+$(BUILD)/libaffgd_torch.so: $(BUILD)/Makefile $(SHIM_SRC)
+	cmake --build $(BUILD) -j$$(nproc)
+	@touch $@
+
+shim: $(BUILD)/libaffgd_torch.so
+
+build: deps shim
+	go build ./...
+	@mkdir -p bin && go build -o bin/affgd ./cmd/affgd
+
+# Reference data made by our own generator scripts in the pinned torch.
+define GEN_RULE
+$(TESTDATA)/$(notdir $(patsubst %/,%,$(dir $(1))))/.stamp: $(1)
+	@mkdir -p $$(dir $$@)
+	$$(PYTHON) $(1) --out $$(dir $$@)
+	@touch $$@
+endef
+$(foreach g,$(GENERATORS),$(eval $(call GEN_RULE,$(g))))
+
+testdata: deps $(STAMPS)
+
+test: build testdata
+	go vet ./...
+	go test $(GOTEST_FLAGS) ./...
+
+bench: build testdata
+	go test -run '^$$' -bench . -benchtime 2s ./...
+
+demo: build
+	bin/affgd info
+
+cuda-check:
+	scripts/cuda-check.sh
+
+clean:
+	rm -rf $(BUILD) bin $(TESTDATA)

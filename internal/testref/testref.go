@@ -1,0 +1,32 @@
+// Package testref locates the reference data that the generator scripts under tests/ write (run
+// by `make testdata`), for the Go tests that compare against it.
+package testref
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+)
+
+// Root returns the reference-data directory: $AFFGD_TESTDATA, or tests/testdata in the repository.
+func Root() string {
+	if d := os.Getenv("AFFGD_TESTDATA"); d != "" {
+		return d
+	}
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "tests", "testdata")
+}
+
+// Dir returns the directory of one suite's reference data and fails the test when it is missing:
+// a parity test must never pass by skipping.
+func Dir(t testing.TB, suite string) string {
+	t.Helper()
+	d := filepath.Join(Root(), suite)
+	if _, err := os.Stat(filepath.Join(d, ".stamp")); err != nil {
+		if _, err2 := os.Stat(d); err2 != nil {
+			t.Fatalf("reference data missing: run 'make testdata' (no %s)", d)
+		}
+	}
+	return d
+}
