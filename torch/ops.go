@@ -199,10 +199,14 @@ func (t *Tensor) LogicalXor(o *Tensor) *Tensor {
 }
 
 // Maximum returns the elementwise maximum.
-func (t *Tensor) Maximum(o *Tensor) *Tensor { return t.binary("maximum", C.at_binary_fn(C.at_maximum), o) }
+func (t *Tensor) Maximum(o *Tensor) *Tensor {
+	return t.binary("maximum", C.at_binary_fn(C.at_maximum), o)
+}
 
 // Minimum returns the elementwise minimum.
-func (t *Tensor) Minimum(o *Tensor) *Tensor { return t.binary("minimum", C.at_binary_fn(C.at_minimum), o) }
+func (t *Tensor) Minimum(o *Tensor) *Tensor {
+	return t.binary("minimum", C.at_binary_fn(C.at_minimum), o)
+}
 
 // Matmul returns the matrix product with torch.matmul's broadcasting rules.
 func (t *Tensor) Matmul(o *Tensor) *Tensor { return t.binary("matmul", C.at_binary_fn(C.at_matmul), o) }
@@ -227,16 +231,24 @@ func (t *Tensor) FloorDivide(o *Tensor) *Tensor {
 }
 
 // Add_ adds o to t in place and returns t.
-func (t *Tensor) Add_(o *Tensor) *Tensor { return t.binaryInPlace("add_", C.at_binary_inplace_fn(C.at_add_), o) }
+func (t *Tensor) Add_(o *Tensor) *Tensor {
+	return t.binaryInPlace("add_", C.at_binary_inplace_fn(C.at_add_), o)
+}
 
 // Sub_ subtracts o from t in place and returns t.
-func (t *Tensor) Sub_(o *Tensor) *Tensor { return t.binaryInPlace("sub_", C.at_binary_inplace_fn(C.at_sub_), o) }
+func (t *Tensor) Sub_(o *Tensor) *Tensor {
+	return t.binaryInPlace("sub_", C.at_binary_inplace_fn(C.at_sub_), o)
+}
 
 // Mul_ multiplies t by o in place and returns t.
-func (t *Tensor) Mul_(o *Tensor) *Tensor { return t.binaryInPlace("mul_", C.at_binary_inplace_fn(C.at_mul_), o) }
+func (t *Tensor) Mul_(o *Tensor) *Tensor {
+	return t.binaryInPlace("mul_", C.at_binary_inplace_fn(C.at_mul_), o)
+}
 
 // Div_ divides t by o in place and returns t.
-func (t *Tensor) Div_(o *Tensor) *Tensor { return t.binaryInPlace("div_", C.at_binary_inplace_fn(C.at_div_), o) }
+func (t *Tensor) Div_(o *Tensor) *Tensor {
+	return t.binaryInPlace("div_", C.at_binary_inplace_fn(C.at_div_), o)
+}
 
 // Copy_ copies o's values into t (broadcasting, converting dtype and device) and returns t.
 func (t *Tensor) Copy_(o *Tensor) *Tensor {
@@ -246,19 +258,29 @@ func (t *Tensor) Copy_(o *Tensor) *Tensor {
 // ---- tensor and scalar ----
 
 // AddScalar returns t + s.
-func (t *Tensor) AddScalar(s float64) *Tensor { return t.scalar("add", C.at_scalar_fn(C.at_add_scalar), s) }
+func (t *Tensor) AddScalar(s float64) *Tensor {
+	return t.scalar("add", C.at_scalar_fn(C.at_add_scalar), s)
+}
 
 // SubScalar returns t - s.
-func (t *Tensor) SubScalar(s float64) *Tensor { return t.scalar("sub", C.at_scalar_fn(C.at_sub_scalar), s) }
+func (t *Tensor) SubScalar(s float64) *Tensor {
+	return t.scalar("sub", C.at_scalar_fn(C.at_sub_scalar), s)
+}
 
 // MulScalar returns t * s.
-func (t *Tensor) MulScalar(s float64) *Tensor { return t.scalar("mul", C.at_scalar_fn(C.at_mul_scalar), s) }
+func (t *Tensor) MulScalar(s float64) *Tensor {
+	return t.scalar("mul", C.at_scalar_fn(C.at_mul_scalar), s)
+}
 
 // DivScalar returns t / s.
-func (t *Tensor) DivScalar(s float64) *Tensor { return t.scalar("div", C.at_scalar_fn(C.at_div_scalar), s) }
+func (t *Tensor) DivScalar(s float64) *Tensor {
+	return t.scalar("div", C.at_scalar_fn(C.at_div_scalar), s)
+}
 
 // PowScalar returns t ** s.
-func (t *Tensor) PowScalar(s float64) *Tensor { return t.scalar("pow", C.at_scalar_fn(C.at_pow_scalar), s) }
+func (t *Tensor) PowScalar(s float64) *Tensor {
+	return t.scalar("pow", C.at_scalar_fn(C.at_pow_scalar), s)
+}
 
 // RSubScalar returns s - t.
 func (t *Tensor) RSubScalar(s float64) *Tensor {
@@ -266,22 +288,34 @@ func (t *Tensor) RSubScalar(s float64) *Tensor {
 }
 
 // EqScalar returns t == s elementwise (bool).
-func (t *Tensor) EqScalar(s float64) *Tensor { return t.scalar("eq", C.at_scalar_fn(C.at_eq_scalar), s) }
+func (t *Tensor) EqScalar(s float64) *Tensor {
+	return t.scalar("eq", C.at_scalar_fn(C.at_eq_scalar), s)
+}
 
 // NeScalar returns t != s elementwise (bool).
-func (t *Tensor) NeScalar(s float64) *Tensor { return t.scalar("ne", C.at_scalar_fn(C.at_ne_scalar), s) }
+func (t *Tensor) NeScalar(s float64) *Tensor {
+	return t.scalar("ne", C.at_scalar_fn(C.at_ne_scalar), s)
+}
 
 // GtScalar returns t > s elementwise (bool).
-func (t *Tensor) GtScalar(s float64) *Tensor { return t.scalar("gt", C.at_scalar_fn(C.at_gt_scalar), s) }
+func (t *Tensor) GtScalar(s float64) *Tensor {
+	return t.scalar("gt", C.at_scalar_fn(C.at_gt_scalar), s)
+}
 
 // GeScalar returns t >= s elementwise (bool).
-func (t *Tensor) GeScalar(s float64) *Tensor { return t.scalar("ge", C.at_scalar_fn(C.at_ge_scalar), s) }
+func (t *Tensor) GeScalar(s float64) *Tensor {
+	return t.scalar("ge", C.at_scalar_fn(C.at_ge_scalar), s)
+}
 
 // LtScalar returns t < s elementwise (bool).
-func (t *Tensor) LtScalar(s float64) *Tensor { return t.scalar("lt", C.at_scalar_fn(C.at_lt_scalar), s) }
+func (t *Tensor) LtScalar(s float64) *Tensor {
+	return t.scalar("lt", C.at_scalar_fn(C.at_lt_scalar), s)
+}
 
 // LeScalar returns t <= s elementwise (bool).
-func (t *Tensor) LeScalar(s float64) *Tensor { return t.scalar("le", C.at_scalar_fn(C.at_le_scalar), s) }
+func (t *Tensor) LeScalar(s float64) *Tensor {
+	return t.scalar("le", C.at_scalar_fn(C.at_le_scalar), s)
+}
 
 // ClampMin returns max(t, s) elementwise.
 func (t *Tensor) ClampMin(s float64) *Tensor {
@@ -299,7 +333,9 @@ func (t *Tensor) RemainderScalar(s float64) *Tensor {
 }
 
 // FmodScalar returns the C-style remainder fmod(t, s).
-func (t *Tensor) FmodScalar(s float64) *Tensor { return t.scalar("fmod", C.at_scalar_fn(C.at_fmod_scalar), s) }
+func (t *Tensor) FmodScalar(s float64) *Tensor {
+	return t.scalar("fmod", C.at_scalar_fn(C.at_fmod_scalar), s)
+}
 
 // AddScalar_ adds s to t in place and returns t.
 func (t *Tensor) AddScalar_(s float64) *Tensor {
@@ -312,7 +348,9 @@ func (t *Tensor) MulScalar_(s float64) *Tensor {
 }
 
 // Fill_ sets every element of t to s and returns t.
-func (t *Tensor) Fill_(s float64) *Tensor { return t.scalarInPlace("fill_", C.at_scalar_inplace_fn(C.at_fill_), s) }
+func (t *Tensor) Fill_(s float64) *Tensor {
+	return t.scalarInPlace("fill_", C.at_scalar_inplace_fn(C.at_fill_), s)
+}
 
 // ClampMin_ clamps t from below in place and returns t.
 func (t *Tensor) ClampMin_(s float64) *Tensor {

@@ -33,7 +33,9 @@ func (g *Generator) handle() C.at_generator {
 }
 
 // Seed re-seeds the generator.
-func (g *Generator) Seed(seed uint64) { check("manual_seed", C.at_generator_seed(g.handle(), C.uint64_t(seed))) }
+func (g *Generator) Seed(seed uint64) {
+	check("manual_seed", C.at_generator_seed(g.handle(), C.uint64_t(seed)))
+}
 
 // State returns the generator's state as a uint8 tensor (to save and restore a run).
 func (g *Generator) State() *Tensor {
@@ -43,7 +45,9 @@ func (g *Generator) State() *Tensor {
 }
 
 // SetState restores a state returned by [Generator.State].
-func (g *Generator) SetState(s *Tensor) { check("set_state", C.at_generator_set_state(g.handle(), hdl(s))) }
+func (g *Generator) SetState(s *Tensor) {
+	check("set_state", C.at_generator_set_state(g.handle(), hdl(s)))
+}
 
 // Rand returns uniform [0,1) samples (float32 on the CPU unless opts say otherwise).
 func Rand(shape []int64, g *Generator, opts ...Option) *Tensor {
