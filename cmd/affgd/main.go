@@ -15,6 +15,7 @@ func main() {
 		Usage: "weakly supervised affordance grounding (Selective Contrastive Learning) on libtorch",
 		Commands: []*cli.Command{
 			infoCommand(),
+			benchCommand(),
 		},
 	}
 	if err := app.Run(os.Args); err != nil {

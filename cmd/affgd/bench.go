@@ -1,0 +1,107 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/affgd/affgd/torch"
+)
+
+func benchCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "bench",
+		Usage: "time affgd against the PyTorch reference in the same command, as ratios",
+		Subcommands: []*cli.Command{{
+			Name:  "ops",
+			Usage: "per-op overhead (a 1-element add), a 384×384 matmul, the head's conv2d and linear",
+			Flags: []cli.Flag{
+				&cli.IntFlag{Name: "threads", Value: runtime.NumCPU(), Usage: "intra-op threads, for both sides"},
+				&cli.StringFlag{Name: "python", EnvVars: []string{"AFFGD_PYTHON"}, Usage: "the venv's python, for the PyTorch side"},
+				&cli.Float64Flag{Name: "scale", Value: 1, Usage: "multiplies the iteration counts"},
+			},
+			Action: benchOps,
+		}},
+	}
+}
+
+// timeit returns the median seconds per call of fn over 5 rounds of iters calls, after a warm-up.
+func timeit(iters int, fn func()) float64 {
+	for i := 0; i < max(1, iters/10); i++ {
+		fn()
+	}
+	var rounds []float64
+	for r := 0; r < 5; r++ {
+		t0 := time.Now()
+		for i := 0; i < iters; i++ {
+			fn()
+		}
+		rounds = append(rounds, time.Since(t0).Seconds()/float64(iters))
+	}
+	sort.Float64s(rounds)
+	return rounds[len(rounds)/2]
+}
+
+func benchOps(c *cli.Context) error {
+	threads := c.Int("threads")
+	if err := torch.SetNumThreads(threads); err != nil {
+		return err
+	}
+	py := c.String("python")
+	if py == "" {
+		return fmt.Errorf("bench: no python for the PyTorch side: pass --python or set AFFGD_PYTHON (make bench does)")
+	}
+	scale := c.Float64("scale")
+	n := func(k int) int { return max(1, int(float64(k)*scale)) }
+	goTimes := map[string]float64{}
+	err := torch.WithScope(func(s *torch.Scope) {
+		torch.NoGrad(func() {
+			g, err := torch.NewGenerator(0, torch.CPU)
+			if err != nil {
+				torch.Fail("bench", "%v", err)
+			}
+			a, b := torch.Randn([]int64{1}, g), torch.Randn([]int64{1}, g)
+			m1, m2 := torch.Randn([]int64{384, 384}, g), torch.Randn([]int64{384, 384}, g)
+			x := torch.Randn([]int64{8, 384, 14, 14}, g)
+			w := torch.Randn([]int64{384, 384, 3, 3}, g)
+			bias := torch.Randn([]int64{384}, g)
+			tok := torch.Randn([]int64{8 * 196, 384}, g)
+			fc, fcb := torch.Randn([]int64{1536, 384}, g), torch.Randn([]int64{1536}, g)
+			// Each timed call frees its result, as Python's refcounting does.
+			goTimes["add_1elem"] = timeit(n(20000), func() { a.Add(b).Free() })
+			goTimes["matmul_384"] = timeit(n(200), func() { m1.Matmul(m2).Free() })
+			pad := torch.Conv2dOptions{Padding: [2]int64{1, 1}}
+			goTimes["conv2d_head"] = timeit(n(5), func() { torch.Conv2d(x, w, bias, pad).Free() })
+			goTimes["linear_fc1"] = timeit(n(10), func() { torch.Linear(tok, fc, fcb).Free() })
+		})
+	})
+	if err != nil {
+		return err
+	}
+	script := filepath.Join("tests", "bench", "bench_ops.py")
+	cmd := exec.Command(py, script, "--threads", fmt.Sprint(threads), "--scale", fmt.Sprint(scale))
+	cmd.Stderr = os.Stderr
+	outb, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("bench: running the PyTorch side (%s %s): %v", py, script, err)
+	}
+	pyTimes := map[string]float64{}
+	if err := json.Unmarshal(outb, &pyTimes); err != nil {
+		return fmt.Errorf("bench: reading the PyTorch side's output: %v", err)
+	}
+	fmt.Printf("libtorch %s, %d thread(s), %s/%s, %d CPU(s)\n", torch.Version(), threads, runtime.GOOS, runtime.GOARCH, runtime.NumCPU())
+	fmt.Printf("%-14s %14s %14s %12s\n", "op", "Go", "PyTorch", "Go/PyTorch")
+	for _, k := range []string{"add_1elem", "matmul_384", "conv2d_head", "linear_fc1"} {
+		fmt.Printf("%-14s %14s %14s %12.3f\n", k, dur(goTimes[k]), dur(pyTimes[k]), goTimes[k]/pyTimes[k])
+	}
+	return nil
+}
+
+func dur(s float64) string { return time.Duration(s * float64(time.Second)).String() }
