@@ -20,7 +20,7 @@ GENERATORS := $(wildcard tests/*/gen_*.py)
 # One stamp per generator: tests/testdata/<suite>/.stamp, remade when its script changes.
 STAMPS := $(foreach g,$(GENERATORS),$(TESTDATA)/$(notdir $(patsubst %/,%,$(dir $(g))))/.stamp)
 
-.PHONY: deps build shim test testdata bench demo clean cuda-check FORCE
+.PHONY: deps build shim test testdata bench demo clean cuda-check cuda-bundle FORCE
 FORCE:
 
 deps:
@@ -67,6 +67,12 @@ bench: build testdata
 
 demo: build
 	bin/affgd info
+
+# Prebuilt Go test binaries for scripts/cuda-check.sh on a CUDA machine without Go.
+cuda-bundle: build testdata
+	@mkdir -p bin/test
+	go test -c -o bin/test/torch.test ./torch/
+	go test -c -o bin/test/optim.test ./torch/optim/
 
 cuda-check:
 	scripts/cuda-check.sh

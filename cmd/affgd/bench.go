@@ -26,23 +26,27 @@ func benchCommand() *cli.Command {
 				&cli.IntFlag{Name: "threads", Value: runtime.NumCPU(), Usage: "intra-op threads, for both sides"},
 				&cli.StringFlag{Name: "python", EnvVars: []string{"AFFGD_PYTHON"}, Usage: "the venv's python, for the PyTorch side"},
 				&cli.Float64Flag{Name: "scale", Value: 1, Usage: "multiplies the iteration counts"},
+				&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, cuda or cuda:N"},
 			},
 			Action: benchOps,
 		}},
 	}
 }
 
-// timeit returns the median seconds per call of fn over 5 rounds of iters calls, after a warm-up.
-func timeit(iters int, fn func()) float64 {
+// timeit returns the median seconds per call of fn over 5 rounds of iters calls, after a warm-up;
+// each round ends by waiting for the device.
+func timeit(dev torch.Device, iters int, fn func()) float64 {
 	for i := 0; i < max(1, iters/10); i++ {
 		fn()
 	}
 	var rounds []float64
 	for r := 0; r < 5; r++ {
+		torch.Synchronize(dev)
 		t0 := time.Now()
 		for i := 0; i < iters; i++ {
 			fn()
 		}
+		torch.Synchronize(dev)
 		rounds = append(rounds, time.Since(t0).Seconds()/float64(iters))
 	}
 	sort.Float64s(rounds)
@@ -59,34 +63,41 @@ func benchOps(c *cli.Context) error {
 		return fmt.Errorf("bench: no python for the PyTorch side: pass --python or set AFFGD_PYTHON (make bench does)")
 	}
 	scale := c.Float64("scale")
+	dev, err := torch.ParseDevice(c.String("device"))
+	if err != nil {
+		return err
+	}
+	if err := torch.CheckDevice(dev); err != nil {
+		return err
+	}
 	n := func(k int) int { return max(1, int(float64(k)*scale)) }
 	goTimes := map[string]float64{}
-	err := torch.WithScope(func(s *torch.Scope) {
+	err = torch.WithScope(func(s *torch.Scope) {
 		torch.NoGrad(func() {
 			g, err := torch.NewGenerator(0, torch.CPU)
 			if err != nil {
 				torch.Fail("bench", "%v", err)
 			}
-			a, b := torch.Randn([]int64{1}, g), torch.Randn([]int64{1}, g)
-			m1, m2 := torch.Randn([]int64{384, 384}, g), torch.Randn([]int64{384, 384}, g)
-			x := torch.Randn([]int64{8, 384, 14, 14}, g)
-			w := torch.Randn([]int64{384, 384, 3, 3}, g)
-			bias := torch.Randn([]int64{384}, g)
-			tok := torch.Randn([]int64{8 * 196, 384}, g)
-			fc, fcb := torch.Randn([]int64{1536, 384}, g), torch.Randn([]int64{1536}, g)
+			a, b := torch.Randn([]int64{1}, g).To(dev), torch.Randn([]int64{1}, g).To(dev)
+			m1, m2 := torch.Randn([]int64{384, 384}, g).To(dev), torch.Randn([]int64{384, 384}, g).To(dev)
+			x := torch.Randn([]int64{8, 384, 14, 14}, g).To(dev)
+			w := torch.Randn([]int64{384, 384, 3, 3}, g).To(dev)
+			bias := torch.Randn([]int64{384}, g).To(dev)
+			tok := torch.Randn([]int64{8 * 196, 384}, g).To(dev)
+			fc, fcb := torch.Randn([]int64{1536, 384}, g).To(dev), torch.Randn([]int64{1536}, g).To(dev)
 			// Each timed call frees its result, as Python's refcounting does.
-			goTimes["add_1elem"] = timeit(n(20000), func() { a.Add(b).Free() })
-			goTimes["matmul_384"] = timeit(n(200), func() { m1.Matmul(m2).Free() })
+			goTimes["add_1elem"] = timeit(dev, n(20000), func() { a.Add(b).Free() })
+			goTimes["matmul_384"] = timeit(dev, n(200), func() { m1.Matmul(m2).Free() })
 			pad := torch.Conv2dOptions{Padding: [2]int64{1, 1}}
-			goTimes["conv2d_head"] = timeit(n(5), func() { torch.Conv2d(x, w, bias, pad).Free() })
-			goTimes["linear_fc1"] = timeit(n(10), func() { torch.Linear(tok, fc, fcb).Free() })
+			goTimes["conv2d_head"] = timeit(dev, n(5), func() { torch.Conv2d(x, w, bias, pad).Free() })
+			goTimes["linear_fc1"] = timeit(dev, n(10), func() { torch.Linear(tok, fc, fcb).Free() })
 		})
 	})
 	if err != nil {
 		return err
 	}
 	script := filepath.Join("tests", "bench", "bench_ops.py")
-	cmd := exec.Command(py, script, "--threads", fmt.Sprint(threads), "--scale", fmt.Sprint(scale))
+	cmd := exec.Command(py, script, "--threads", fmt.Sprint(threads), "--scale", fmt.Sprint(scale), "--device", dev.String())
 	cmd.Stderr = os.Stderr
 	outb, err := cmd.Output()
 	if err != nil {
@@ -96,7 +107,7 @@ func benchOps(c *cli.Context) error {
 	if err := json.Unmarshal(outb, &pyTimes); err != nil {
 		return fmt.Errorf("bench: reading the PyTorch side's output: %v", err)
 	}
-	fmt.Printf("libtorch %s, %d thread(s), %s/%s, %d CPU(s)\n", torch.Version(), threads, runtime.GOOS, runtime.GOARCH, runtime.NumCPU())
+	fmt.Printf("libtorch %s, device %s, %d thread(s), %s/%s, %d CPU(s)\n", torch.Version(), dev, threads, runtime.GOOS, runtime.GOARCH, runtime.NumCPU())
 	fmt.Printf("%-14s %14s %14s %12s\n", "op", "Go", "PyTorch", "Go/PyTorch")
 	for _, k := range []string{"add_1elem", "matmul_384", "conv2d_head", "linear_fc1"} {
 		fmt.Printf("%-14s %14s %14s %12.3f\n", k, dur(goTimes[k]), dur(pyTimes[k]), goTimes[k]/pyTimes[k])

@@ -30,3 +30,12 @@ func Dir(t testing.TB, suite string) string {
 	}
 	return d
 }
+
+// Device returns the device the parity tests run on: $AFFGD_TEST_DEVICE ("cpu", "cuda:0", ...),
+// default "cpu". scripts/cuda-check.sh sets it on a CUDA machine.
+func Device() string {
+	if d := os.Getenv("AFFGD_TEST_DEVICE"); d != "" {
+		return d
+	}
+	return "cpu"
+}
