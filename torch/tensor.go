@@ -8,6 +8,7 @@ import "C"
 
 import (
 	"fmt"
+	"math"
 	"runtime"
 	"unsafe"
 )
@@ -193,9 +194,14 @@ func Full(shape []int64, v float64, opts ...Option) *Tensor {
 // Scalar returns a 0-d tensor holding v.
 func Scalar(v float64, opts ...Option) *Tensor { return Full(nil, v, opts...) }
 
-// Arange returns the values start, start+step, ... below end (int64 unless opts say otherwise).
+// Arange returns the values start, start+step, ... below end. As torch.arange infers, the dtype
+// is int64 when start, end and step are all integers and float32 otherwise, unless opts say.
 func Arange(start, end, step float64, opts ...Option) *Tensor {
-	o := makeOptions(Int64, opts)
+	def := Int64
+	if start != math.Trunc(start) || end != math.Trunc(end) || step != math.Trunc(step) {
+		def = Float32
+	}
+	o := makeOptions(def, opts)
 	var out C.at_tensor
 	check("arange", C.at_arange(C.double(start), C.double(end), C.double(step), C.int(o.dtype), C.int(o.device), &out))
 	return wrap(out)

@@ -136,6 +136,18 @@ func Synchronize(d Device) error {
 // ManualSeed seeds libtorch's global generators (CPU and every CUDA device), as torch.manual_seed.
 func ManualSeed(seed uint64) error { return errFrom("manual_seed", C.at_manual_seed(C.uint64_t(seed))) }
 
+// SetAllowTF32 sets whether CUDA float32 matrix products (cuBLAS) and convolutions (cuDNN) may
+// use TF32 tensor cores, as torch.backends.cuda.matmul.allow_tf32 and
+// torch.backends.cudnn.allow_tf32. PyTorch's defaults are false for matmul, true for cuDNN.
+func SetAllowTF32(matmul, conv bool) { C.at_set_allow_tf32(cBool(matmul), cBool(conv)) }
+
+// AllowTF32 reports the current TF32 settings (see [SetAllowTF32]).
+func AllowTF32() (matmul, conv bool) {
+	var m, c C.int
+	C.at_get_allow_tf32(&m, &c)
+	return m != 0, c != 0
+}
+
 // LiveTensors returns the number of tensor handles whose storage the shim still holds.
 func LiveTensors() int64 { return int64(C.at_live_tensors()) }
 

@@ -62,6 +62,9 @@ int at_cuda_is_available(void);
 int at_cuda_device_count(void);
 at_err at_cuda_synchronize(int device);
 at_err at_manual_seed(uint64_t seed); /* seeds libtorch's global generators (CPU and CUDA) */
+/* Whether CUDA float32 matrix products (cuBLAS) and convolutions (cuDNN) may use TF32. */
+void at_set_allow_tf32(int cublas, int cudnn);
+void at_get_allow_tf32(int *cublas, int *cudnn);
 
 /* ---- lifetime and scopes ---- */
 void at_scope_enter(void);
@@ -285,6 +288,11 @@ at_err at_is_leaf(at_tensor t, int *out);
  * *names: malloc'd array of malloc'd strings, *tensors: malloc'd array; free each with at_free /
  * at_free_string (tensors are handles like any other). */
 at_err at_jit_load_tensors(const char *path, char ***names, at_tensor **tensors, int *n);
+/* Writes a TorchScript archive (torch.jit.save format) at path whose module tree holds the n
+ * tensors under their dotted names (a.b.c: submodule a, its submodule b, attribute c); floating
+ * tensors become parameters, others buffers, all stored on the CPU. No methods are compiled. */
+at_err at_jit_save_tensors(const char *path, const char *const *names, const at_tensor *tensors,
+                           int n);
 
 #ifdef __cplusplus
 }

@@ -166,6 +166,15 @@ at_err at_manual_seed(uint64_t seed) {
   });
 }
 
+void at_set_allow_tf32(int cublas, int cudnn) {
+  at::globalContext().setAllowTF32CuBLAS(cublas != 0);
+  at::globalContext().setAllowTF32CuDNN(cudnn != 0);
+}
+void at_get_allow_tf32(int *cublas, int *cudnn) {
+  *cublas = at::globalContext().allowTF32CuBLAS() ? 1 : 0;
+  *cudnn = at::globalContext().allowTF32CuDNN() ? 1 : 0;
+}
+
 // ---- lifetime ----
 
 void at_scope_enter(void) { t_scopes.emplace_back(); }
@@ -279,6 +288,12 @@ at_err at_full(const int64_t *shape, int nd, double value, int dtype, int device
 at_err at_arange(double start, double end, double step, int dtype, int device, at_tensor *out) {
   AT_TRY({
     auto opts = affgd::options(dtype, device);
+    // For an integral dtype libtorch truncates the step to an integer before checking it, and a
+    // step that truncates to 0 (say 0.5) then divides by zero: SIGFPE, the process dies.
+    auto st = opts.dtype().toScalarType();
+    TORCH_CHECK(!at::isIntegralType(st, /*includeBool=*/true) || step == 0 || std::trunc(step) != 0,
+                "arange: step ", step, " truncates to 0 in the integral dtype ", st,
+                "; ask for a floating-point dtype");
     auto probe = at::empty({0}, opts.device(at::kCPU));
     *out = wrap(at::arange(affgd::scalar_for(probe, start), affgd::scalar_for(probe, end),
                            affgd::scalar_for(probe, step), opts));

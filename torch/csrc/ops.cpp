@@ -377,8 +377,19 @@ at_err at_conv2d(at_tensor x, at_tensor w, at_tensor b, const int64_t *stride,
 at_err at_batch_norm(at_tensor x, at_tensor w, at_tensor b, at_tensor running_mean,
                      at_tensor running_var, int training, double momentum, double eps,
                      at_tensor *out) {
-  AT_TRY(*out = wrap(at::batch_norm(T(x), opt(w), opt(b), opt(running_mean), opt(running_var),
-                                    training != 0, momentum, eps, true)));
+  AT_TRY({
+    auto &in = T(x);
+    if (training) {
+      // F.batch_norm checks this in Python (_verify_batch_size); at::batch_norm does not, and
+      // with one value per channel it returns garbage and makes the running variance NaN.
+      int64_t n = in.dim() > 0 ? in.size(0) : 1;
+      for (int64_t i = 2; i < in.dim(); i++) n *= in.size(i);
+      TORCH_CHECK(n != 1, "Expected more than 1 value per channel when training, got input size ",
+                  in.sizes());
+    }
+    *out = wrap(at::batch_norm(in, opt(w), opt(b), opt(running_mean), opt(running_var),
+                               training != 0, momentum, eps, true));
+  });
 }
 at_err at_layer_norm(at_tensor x, const int64_t *shape, int nd, at_tensor w, at_tensor b,
                      double eps, at_tensor *out) {
