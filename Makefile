@@ -70,9 +70,8 @@ demo: build
 
 # Prebuilt Go test binaries for scripts/cuda-check.sh on a CUDA machine without Go.
 cuda-bundle: build testdata
-	@mkdir -p bin/test
-	go test -c -o bin/test/torch.test ./torch/
-	go test -c -o bin/test/optim.test ./torch/optim/
+	go test -c -o bin/torch.test ./torch/
+	go test -c -o bin/optim.test ./torch/optim/
 
 cuda-check:
 	scripts/cuda-check.sh

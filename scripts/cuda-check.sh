@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs affgd's torch/ checks on a CUDA machine that has PyTorch (with CUDA) but no Go toolchain.
 #
-# Here (a machine with Go):   make cuda-bundle      # Go test binaries + bin/affgd + reference data
+# Here (a machine with Go):   make cuda-bundle      # bin/*.test, bin/affgd, tests/testdata
 # There (copy the tree over): scripts/cuda-check.sh [OUT_DIR]
 #
 # It rebuilds only the shim there, against that machine's PyTorch, then runs the op parity suite
@@ -17,9 +17,17 @@ log() { echo "== $*" | tee -a "$OUT/summary.txt"; }
 
 TORCH_DIR=$("$PY" -c 'import os, torch; print(os.path.dirname(torch.__file__))') || { echo "no torch in $PY"; exit 1; }
 "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "device", torch.cuda.get_device_name(0))' | tee -a "$OUT/summary.txt"
-log "building the shim against $TORCH_DIR"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DLIBTORCH="$TORCH_DIR" >"$OUT/cmake.log" 2>&1 &&
-  cmake --build build -j"$(nproc)" >>"$OUT/cmake.log" 2>&1 || { log "shim build FAILED"; tail -30 "$OUT/cmake.log"; exit 1; }
+# AUTO mode uses find_package(Torch) when the CUDA toolkit is installed; if that configuration
+# fails (a CUDA torch's CMake config is picky about the toolkit), fall back to PLAIN.
+build_shim() { # mode
+  rm -rf build
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DLIBTORCH="$TORCH_DIR" -DAFFGD_TORCH_MODE="$1" >"$OUT/cmake-$1.log" 2>&1 &&
+    cmake --build build -j"$(nproc)" >>"$OUT/cmake-$1.log" 2>&1
+}
+if build_shim AUTO; then log "shim built, $(grep -o 'mode [A-Z_]*' "$OUT/cmake-AUTO.log" | head -1)"
+elif build_shim PLAIN; then log "shim: AUTO configuration failed (see cmake-AUTO.log: $(grep -m1 -i error "$OUT/cmake-AUTO.log")); built in PLAIN mode"
+else log "shim build FAILED"; tail -30 "$OUT/cmake-PLAIN.log"; exit 1; fi
+readelf -d build/libaffgd_torch.so | grep -E 'NEEDED.*(cuda|torch)' | tee -a "$OUT/summary.txt"
 
 export AFFGD_TESTDATA=$PWD/tests/testdata AFFGD_PYTHON=$PY
 rc=0
@@ -29,9 +37,10 @@ run() { # name, command...
   else rc=1; log "$name: FAILED"; tail -40 "$OUT/$name.log" | tee -a "$OUT/summary.txt"; fi
 }
 bin/affgd info | tee -a "$OUT/summary.txt"
-run torch-cuda env AFFGD_TEST_DEVICE=cuda:0 bin/test/torch.test -test.v -test.count=1
-run torch-cpu bin/test/torch.test -test.count=1
-run optim-cuda env AFFGD_TEST_DEVICE=cuda:0 bin/test/optim.test -test.v -test.count=1
-run bench bin/affgd bench ops --device cuda:0 --python "$PY"
-cat "$OUT/bench.log" >>"$OUT/summary.txt"
+run torch-cuda env AFFGD_TEST_DEVICE=cuda:0 bin/torch.test -test.v -test.count=1
+run torch-cpu bin/torch.test -test.count=1
+run optim-cuda env AFFGD_TEST_DEVICE=cuda:0 bin/optim.test -test.v -test.count=1
+run bench-cuda bin/affgd bench ops --device cuda:0 --python "$PY"
+run bench-cpu bin/affgd bench ops --device cpu --python "$PY" --scale 0.5
+cat "$OUT/bench-cuda.log" "$OUT/bench-cpu.log" >>"$OUT/summary.txt"
 exit $rc
