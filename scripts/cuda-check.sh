@@ -30,6 +30,12 @@ else log "shim build FAILED"; tail -30 "$OUT/cmake-PLAIN.log"; exit 1; fi
 readelf -d build/libaffgd_torch.so | grep -E 'NEEDED.*(cuda|torch)' | tee -a "$OUT/summary.txt"
 
 export AFFGD_TESTDATA=$PWD/tests/testdata AFFGD_PYTHON=$PY
+# References are made on THIS machine's CPU by its PyTorch: another CPU (AVX-512 vs AVX2, other
+# thread counts) legitimately rounds some kernels differently from the machine that built bin/.
+log "making the CPU references with $("$PY" -c 'import torch; print(torch.__version__)')"
+for suite in ops optim; do
+  "$PY" tests/$suite/gen_$suite.py --out tests/testdata/$suite >"$OUT/gen-$suite.log" 2>&1 || { log "gen_$suite FAILED"; tail -20 "$OUT/gen-$suite.log"; exit 1; }
+done
 rc=0
 run() { # name, command...
   local name=$1; shift
