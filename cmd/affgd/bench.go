@@ -12,6 +12,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/affgd/affgd/models/clip"
+	"github.com/affgd/affgd/models/dino"
 	"github.com/affgd/affgd/torch"
 )
 
@@ -29,6 +31,17 @@ func benchCommand() *cli.Command {
 				&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, cuda or cuda:N"},
 			},
 			Action: benchOps,
+		}, {
+			Name:  "backbones",
+			Usage: "full-size DINO ViT-S/16 and ClearCLIP ViT-B/16 forward on one step's batch of images, vs the released code's eager PyTorch",
+			Flags: []cli.Flag{
+				&cli.IntFlag{Name: "threads", Value: runtime.NumCPU(), Usage: "intra-op threads, for both sides"},
+				&cli.StringFlag{Name: "python", EnvVars: []string{"AFFGD_PYTHON"}, Usage: "the venv's python, for the PyTorch side"},
+				&cli.IntFlag{Name: "batch", Value: 32, Usage: "images per forward (one training step: B·(E+1) = 32)"},
+				&cli.IntFlag{Name: "iters", Value: 3, Usage: "timed forwards per side (median reported)"},
+				&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, cuda or cuda:N"},
+			},
+			Action: benchBackbones,
 		}},
 	}
 }
@@ -116,3 +129,99 @@ func benchOps(c *cli.Context) error {
 }
 
 func dur(s float64) string { return time.Duration(s * float64(time.Second)).String() }
+
+func benchBackbones(c *cli.Context) error {
+	threads := c.Int("threads")
+	if err := torch.SetNumThreads(threads); err != nil {
+		return err
+	}
+	py := c.String("python")
+	if py == "" {
+		return fmt.Errorf("bench: no python for the PyTorch side: pass --python or set AFFGD_PYTHON (make bench does)")
+	}
+	dev, err := torch.ParseDevice(c.String("device"))
+	if err != nil {
+		return err
+	}
+	if err := torch.CheckDevice(dev); err != nil {
+		return err
+	}
+	torch.SetAllowTF32(false, false)
+	batch, iters := int64(c.Int("batch")), c.Int("iters")
+	goTimes := map[string]float64{}
+	err = torch.WithScope(func(s *torch.Scope) {
+		g, err := torch.NewGenerator(0, torch.CPU)
+		if err != nil {
+			torch.Fail("bench", "%v", err)
+		}
+		vit, err := dino.New(dino.ViTS16(), g, dev)
+		if err != nil {
+			torch.Fail("bench", "%v", err)
+		}
+		defer vit.Free()
+		cm, err := clip.New(clip.ViTB16(), g)
+		if err != nil {
+			torch.Fail("bench", "%v", err)
+		}
+		defer cm.Free()
+		if err := cm.To(dev); err != nil {
+			torch.Fail("bench", "%v", err)
+		}
+		x := torch.Randn([]int64{batch, 3, 224, 224}, g).To(dev)
+		median := func(fn func() error) float64 {
+			if err := fn(); err != nil { // warm-up
+				torch.Fail("bench", "%v", err)
+			}
+			var ts []float64
+			for i := 0; i < iters; i++ {
+				torch.Synchronize(dev)
+				t0 := time.Now()
+				if err := fn(); err != nil {
+					torch.Fail("bench", "%v", err)
+				}
+				torch.Synchronize(dev)
+				ts = append(ts, time.Since(t0).Seconds())
+			}
+			sort.Float64s(ts)
+			return ts[len(ts)/2]
+		}
+		goTimes["dino"] = median(func() error {
+			o, err := vit.Features(x)
+			if err == nil {
+				o.Key.Free()
+				o.Attn.Free()
+				o.SamHard.Free()
+			}
+			return err
+		})
+		goTimes["clip"] = median(func() error {
+			f, err := cm.DenseFeatures(x)
+			f.Free()
+			return err
+		})
+	})
+	if err != nil {
+		return err
+	}
+	script := filepath.Join("tests", "bench", "bench_backbones.py")
+	cmd := exec.Command(py, script, "--threads", fmt.Sprint(threads), "--batch", fmt.Sprint(batch),
+		"--iters", fmt.Sprint(iters), "--device", dev.String())
+	cmd.Stderr = os.Stderr
+	outb, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("bench: running the PyTorch side (%s %s): %v", py, script, err)
+	}
+	pyTimes := map[string]float64{}
+	if err := json.Unmarshal(outb, &pyTimes); err != nil {
+		return fmt.Errorf("bench: reading the PyTorch side's output: %v", err)
+	}
+	goTimes["total"] = goTimes["dino"] + goTimes["clip"]
+	pyTimes["total"] = pyTimes["dino"] + pyTimes["clip"]
+	fmt.Printf("libtorch %s, device %s, %d thread(s), batch %d at 224×224, TF32 off, median of %d\n", torch.Version(), dev, threads, batch, iters)
+	fmt.Printf("%-22s %12s %12s %12s\n", "backbone", "Go", "PyTorch", "Go/PyTorch")
+	for _, k := range []string{"dino", "clip", "total"} {
+		name := map[string]string{"dino": "DINO ViT-S/16", "clip": "ClearCLIP ViT-B/16", "total": "both"}[k]
+		fmt.Printf("%-22s %12s %12s %12.3f\n", name, dur(goTimes[k]), dur(pyTimes[k]), goTimes[k]/pyTimes[k])
+	}
+	return nil
+}
