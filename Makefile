@@ -72,6 +72,8 @@ demo: build
 cuda-bundle: build testdata
 	go test -c -o bin/torch.test ./torch/
 	go test -c -o bin/optim.test ./torch/optim/
+	go test -c -o bin/dino.test ./models/dino/
+	go test -c -o bin/clip.test ./models/clip/
 
 cuda-check:
 	scripts/cuda-check.sh

@@ -33,7 +33,11 @@ export AFFGD_TESTDATA=$PWD/tests/testdata AFFGD_PYTHON=$PY
 # References are made on THIS machine's CPU by its PyTorch: another CPU (AVX-512 vs AVX2, other
 # thread counts) legitimately rounds some kernels differently from the machine that built bin/.
 log "making the CPU references with $("$PY" -c 'import torch; print(torch.__version__)')"
-for suite in ops optim; do
+# dino's references are made here too (its generator needs only torch); clip's need open_clip,
+# which a GPU image may lack: they are made here when open_clip imports, else carried over.
+suites="ops optim dino"
+"$PY" -c 'import open_clip' 2>/dev/null && suites="$suites clip"
+for suite in $suites; do
   "$PY" tests/$suite/gen_$suite.py --out tests/testdata/$suite >"$OUT/gen-$suite.log" 2>&1 || { log "gen_$suite FAILED"; tail -20 "$OUT/gen-$suite.log"; exit 1; }
 done
 rc=0
@@ -46,7 +50,10 @@ bin/affgd info | tee -a "$OUT/summary.txt"
 run torch-cuda env AFFGD_TEST_DEVICE=cuda:0 bin/torch.test -test.v -test.count=1
 run torch-cpu bin/torch.test -test.count=1
 run optim-cuda env AFFGD_TEST_DEVICE=cuda:0 bin/optim.test -test.v -test.count=1
+[ -x bin/dino.test ] && run dino-cuda env AFFGD_TEST_DEVICE=cuda:0 bin/dino.test -test.v -test.count=1
+[ -x bin/clip.test ] && run clip-cuda env AFFGD_TEST_DEVICE=cuda:0 bin/clip.test -test.v -test.count=1
 run bench-cuda bin/affgd bench ops --device cuda:0 --python "$PY"
-run bench-cpu bin/affgd bench ops --device cpu --python "$PY" --scale 0.5
-cat "$OUT/bench-cuda.log" "$OUT/bench-cpu.log" >>"$OUT/summary.txt"
+[ -n "${BENCH_CPU:-}" ] && run bench-cpu bin/affgd bench ops --device cpu --python "$PY" --scale 0.5
+run bench-backbones-cuda bin/affgd bench backbones --device cuda:0 --python "$PY"
+cat "$OUT"/bench-*.log >>"$OUT/summary.txt"
 exit $rc
