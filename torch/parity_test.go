@@ -1331,7 +1331,7 @@ func runParityCase(r *refData, name string, pc parityCase, mc *manifestCase) (de
 			if w == nil {
 				continue
 			}
-			l := outs[i].Mul(r.load(w).To(testDevice)).Sum()
+			l := outs[i].Mul(r.load(w).To(outs[i].Device())).Sum()
 			if loss == nil {
 				loss = l
 			} else {

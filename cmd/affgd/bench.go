@@ -154,7 +154,13 @@ func benchBackbones(c *cli.Context) error {
 		if err != nil {
 			torch.Fail("bench", "%v", err)
 		}
-		vit, err := dino.New(dino.ViTS16(), g, dev)
+		// DINO is built on the device (its initialisation draws from a generator there); the
+		// weights' values do not change the time.
+		gd, err := torch.NewGenerator(0, dev)
+		if err != nil {
+			torch.Fail("bench", "%v", err)
+		}
+		vit, err := dino.New(dino.ViTS16(), gd, dev)
 		if err != nil {
 			torch.Fail("bench", "%v", err)
 		}

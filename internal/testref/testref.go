@@ -39,3 +39,15 @@ func Device() string {
 	}
 	return "cpu"
 }
+
+// RepoRoot returns the repository's root folder (where this package's source lives, two levels
+// up), so that tests find the helper scripts under tests/ whatever folder they run from.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// Script returns the path of a helper script under tests/, e.g. Script("nn", "check_equal.py").
+func Script(parts ...string) string {
+	return filepath.Join(append([]string{RepoRoot(), "tests"}, parts...)...)
+}

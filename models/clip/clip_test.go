@@ -276,7 +276,7 @@ func python(t testing.TB, script string, args ...string) (string, error) {
 		}
 		py = strings.TrimSpace(string(b))
 	}
-	cmd := exec.Command(py, append([]string{filepath.Join("..", "..", "tests", "clip", script)}, args...)...)
+	cmd := exec.Command(py, append([]string{testref.Script("clip", script)}, args...)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }

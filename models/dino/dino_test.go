@@ -417,7 +417,7 @@ func TestWriteRandom(t *testing.T) {
 		t.Log("AFFGD_PYTHON not set: not checking the file with torch.load (make test sets it)")
 		return
 	}
-	out, err := exec.Command(py, filepath.Join("..", "..", "tests", "dino", "check_dino.py"), path, "64", "2", "4", "16", "64").CombinedOutput()
+	out, err := exec.Command(py, testref.Script("dino", "check_dino.py"), path, "64", "2", "4", "16", "64").CombinedOutput()
 	if err != nil {
 		t.Fatalf("torch.load check: %v\n%s", err, out)
 	}

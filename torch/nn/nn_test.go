@@ -277,7 +277,7 @@ func TestRoundTripThroughPython(t *testing.T) {
 		if py == "" {
 			t.Fatal("AFFGD_PYTHON is not set: `make test` sets it to the project venv's python")
 		}
-		cmd := exec.Command(py, filepath.Join("..", "..", "tests", "nn", "check_equal.py"), filepath.Join(dir, name), out)
+		cmd := exec.Command(py, testref.Script("nn", "check_equal.py"), filepath.Join(dir, name), out)
 		if b, err := cmd.CombinedOutput(); err != nil {
 			t.Errorf("%s: torch.load of our file: %v\n%s", name, err, b)
 		}
