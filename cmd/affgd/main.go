@@ -16,6 +16,7 @@ func main() {
 		Commands: []*cli.Command{
 			infoCommand(),
 			benchCommand(),
+			debugCommand(),
 		},
 	}
 	if err := app.Run(os.Args); err != nil {

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/affgd/affgd/data"
+	"github.com/affgd/affgd/discovery"
+	"github.com/affgd/affgd/internal/npy"
+	"github.com/affgd/affgd/torch"
+	"github.com/affgd/affgd/torch/nn"
+	"github.com/affgd/affgd/torch/optim"
+	"github.com/affgd/affgd/train"
+)
+
+// modelFlags are the weights and run settings shared by the debug commands.
+func modelFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "checkpoint", Usage: "one released-style state dict (vit_model.*, net.* and the head's keys)"},
+		&cli.StringFlag{Name: "dino", Usage: "DINO weights (torch.save state dict)"},
+		&cli.StringFlag{Name: "clip", Usage: "CLIP weights (OpenAI TorchScript .pt or open_clip state dict)"},
+		&cli.StringFlag{Name: "head", Usage: "head weights (state dict with the released key names); default: a fresh head from --seed"},
+		&cli.Uint64Flag{Name: "seed", Value: 0, Usage: "seed of a fresh head and of K-means initialisations not injected"},
+		&cli.StringFlag{Name: "vocab", EnvVars: []string{"AFFGD_BPE_VOCAB"}, Usage: "CLIP's bpe_simple_vocab_16e6.txt.gz (default: the copy shipped with open_clip in the project venv)"},
+		&cli.StringFlag{Name: "divide", Value: "seen", Usage: "class list: seen, unseen or hico"},
+		&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, cuda or cuda:N"},
+		&cli.StringFlag{Name: "batch", Required: true, Usage: "torch.save dict: exo (B,E,3,H,W), ego (B,3,H,W), label (B) int64"},
+		&cli.StringFlag{Name: "out", Required: true, Usage: "folder for the .npy dump"},
+	}
+}
+
+func debugCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "debug",
+		Usage: "parity interface: dump every intermediate of one step or of inference as .npy (docs/PARITY.md)",
+		Subcommands: []*cli.Command{{
+			Name:  "step",
+			Usage: "one training step: maps, losses, gradients, and parameters after one optimizer step",
+			Flags: append(modelFlags(),
+				&cli.IntFlag{Name: "epoch", Value: 0, Usage: "0-based epoch (gating starts at 1)"},
+				&cli.StringFlag{Name: "kmeans-init", Usage: `JSON {"<sample>": [i, j, k]}: initial centroids as candidate indices`},
+				&cli.BoolFlag{Name: "per-image-exo", Usage: "use each exo image's own map in part discovery instead of the released code's row indexing (METHOD 9.1)"},
+			),
+			Action: debugStep,
+		}, {
+			Name:   "infer",
+			Usage:  "test_forward: cam, ree and rem maps for an ego+label batch",
+			Flags:  modelFlags(),
+			Action: debugInfer,
+		}},
+	}
+}
+
+func loadModel(c *cli.Context) (*train.Model, torch.Device, error) {
+	dev, err := torch.ParseDevice(c.String("device"))
+	if err != nil {
+		return nil, dev, err
+	}
+	div, err := data.ParseDivide(c.String("divide"))
+	if err != nil {
+		return nil, dev, err
+	}
+	m, err := train.Load(train.Files{
+		Checkpoint: c.String("checkpoint"), DINO: c.String("dino"), CLIP: c.String("clip"), Head: c.String("head"),
+		Seed: c.Uint64("seed"), Vocab: c.String("vocab"), Divide: div, Device: dev,
+	})
+	return m, dev, err
+}
+
+func loadBatch(path string, dev torch.Device, needExo bool) (train.Batch, error) {
+	f, err := nn.ReadFile(path)
+	if err != nil {
+		return train.Batch{}, err
+	}
+	var b train.Batch
+	for _, k := range []string{"ego", "label", "exo"} {
+		if _, ok := f.Tensors[k]; !ok && (k != "exo" || needExo) {
+			return b, fmt.Errorf("batch %s has no %q tensor (want exo (B,E,3,H,W), ego (B,3,H,W), label (B) int64)", path, k)
+		}
+	}
+	err = torch.Try(func() {
+		b.Ego = f.Tensors["ego"].ToDType(torch.Float32).To(dev)
+		b.Label = f.Tensors["label"].ToDType(torch.Int64).To(dev)
+		if x, ok := f.Tensors["exo"]; ok {
+			b.Exo = x.ToDType(torch.Float32).To(dev)
+		}
+	})
+	return b, err
+}
+
+func readKMeansInit(path string) (map[int][]int64, error) {
+	if path == "" {
+		return nil, nil
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string][]int64
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("%s: want a JSON object {\"<sample>\": [i, j, k]}: %v", path, err)
+	}
+	out := map[int][]int64{}
+	for k, v := range m {
+		i, err := strconv.Atoi(k)
+		if err != nil || i < 0 {
+			return nil, fmt.Errorf("%s: key %q is not a sample index", path, k)
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+// dump writes each named tensor as DIR/name.npy (folders in the name are created).
+func dump(dir string, ts map[string]*torch.Tensor) error {
+	for name, t := range ts {
+		p := filepath.Join(dir, name+".npy")
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		var c *torch.Tensor
+		if err := torch.Try(func() { c = t.Detach().To(torch.CPU) }); err != nil {
+			return err
+		}
+		if err := npy.SaveTensor(p, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func debugStep(c *cli.Context) error {
+	s := torch.NewScope()
+	defer s.Close()
+	m, dev, err := loadModel(c)
+	if err != nil {
+		return err
+	}
+	b, err := loadBatch(c.String("batch"), dev, true)
+	if err != nil {
+		return err
+	}
+	inits, err := readKMeansInit(c.String("kmeans-init"))
+	if err != nil {
+		return err
+	}
+	g, err := torch.NewGenerator(c.Uint64("seed"), torch.CPU)
+	if err != nil {
+		return err
+	}
+	opts := discovery.DefaultOptions()
+	opts.PerImageExo = c.Bool("per-image-exo")
+	r, err := m.Forward(b, train.Options{Epoch: c.Int("epoch"), Discovery: opts, KMeansInit: inits, Gen: g})
+	if err != nil {
+		return err
+	}
+	opt, err := optim.NewSGD(m.Head.ParamGroups(0.001))
+	if err != nil {
+		return err
+	}
+	out := c.String("out")
+	arrays := map[string]*torch.Tensor{
+		"S_ego": r.SEgo, "S_exo": r.SExo, "D_ego": r.DEgo, "D_exo": r.DExo, "sam_hard": r.SamHard,
+		"reliable": r.Reliable, "p_score": r.PScore, "W_ego": r.WEgo, "W_exo": r.WExo,
+		"logits_ego": r.LogitsEgo, "logits_exo": r.LogitsExo,
+	}
+	err = torch.Try(func() {
+		for name, t := range map[string]*torch.Tensor{"L_ce_ego": r.LCeEgo, "L_ce_exo": r.LCeExo, "L_pix": r.LPix, "L_proto": r.LProto, "loss": r.Loss} {
+			arrays[name] = t.Detach().Reshape()
+		}
+		opt.ZeroGrad()
+		r.Loss.Backward()
+		for _, n := range m.Head.NamedTensors() {
+			if gr := n.Tensor.Grad(); gr != nil {
+				arrays["grad/"+n.Name] = gr
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if err := dump(out, arrays); err != nil {
+		return err
+	}
+	if err := torch.Try(opt.Step); err != nil {
+		return err
+	}
+	params := map[string]*torch.Tensor{}
+	for _, n := range m.Head.NamedTensors() {
+		params["param/"+n.Name] = n.Tensor
+	}
+	if err := dump(out, params); err != nil {
+		return err
+	}
+	stats, _ := json.MarshalIndent(map[string]any{
+		"empty_pixel_samples": r.EmptyPixelSamples, "empty_proto_rows": r.EmptyProtoRows, "num_candidates": r.NumCandidates,
+	}, "", "  ")
+	return os.WriteFile(filepath.Join(out, "stats.json"), stats, 0o644)
+}
+
+func debugInfer(c *cli.Context) error {
+	s := torch.NewScope()
+	defer s.Close()
+	m, dev, err := loadModel(c)
+	if err != nil {
+		return err
+	}
+	b, err := loadBatch(c.String("batch"), dev, false)
+	if err != nil {
+		return err
+	}
+	maps, err := m.Infer(b)
+	if err != nil {
+		return err
+	}
+	return dump(c.String("out"), map[string]*torch.Tensor{"cam": maps.CAM, "ree": maps.REE, "rem": maps.REM})
+}

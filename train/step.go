@@ -1,0 +1,228 @@
+// Package train is the method's training step and inference (METHOD.md §4 and §6): the frozen
+// backbones, the trainable head, selective part discovery and the losses, in the order the
+// released code runs them, so that one step computes the same maps, losses, gradients and
+// optimizer update.
+package train
+
+import (
+	"fmt"
+
+	"github.com/affgd/affgd/discovery"
+	"github.com/affgd/affgd/losses"
+	"github.com/affgd/affgd/models/clip"
+	"github.com/affgd/affgd/models/dino"
+	"github.com/affgd/affgd/models/head"
+	"github.com/affgd/affgd/models/tokenizer"
+	"github.com/affgd/affgd/torch"
+)
+
+// Gamma2 is γ2 of METHOD.md §9: the threshold on the min-max normalised CLIP ego map that selects
+// the pixel loss's anchors.
+const Gamma2 = 0.6
+
+// Model is everything one step needs: the frozen backbones, the head, the tokenizer and the
+// class names of the split (label = index).
+type Model struct {
+	DINO    *dino.ViT
+	CLIP    *clip.Model
+	Head    *head.Head
+	Tok     *tokenizer.Tokenizer
+	Classes []string
+}
+
+// Batch is one training batch: Exo (B, E, 3, H, W) and Ego (B, 3, H, W) normalised images, Label
+// (B) int64. Ego alone (with Label) is enough for inference.
+type Batch struct {
+	Exo, Ego, Label *torch.Tensor
+}
+
+// Options control one step.
+type Options struct {
+	Epoch      int               // 0-based; gating (§4.6) and the masks of §4.8 start at epoch 1
+	Discovery  discovery.Options // γ1, α, clusters, exo indexing (the released quirk by default)
+	KMeansInit map[int][]int64   // injected initial centroids by sample (parity checks)
+	Gen        *torch.Generator  // draws the K-means initialisations not injected
+	Tau        float64           // contrastive temperature; 0 means losses.Tau
+}
+
+// Result holds what one forward computed, with the names of the parity dump (docs/PARITY.md).
+// Every tensor lives in the caller's scope.
+type Result struct {
+	SEgo, SExo, DEgo, DExo, SamHard *torch.Tensor
+	Reliable, PScore, WEgo, WExo    *torch.Tensor
+	LogitsEgo, LogitsExo            *torch.Tensor
+	LCeEgo, LCeExo, LPix, LProto    *torch.Tensor
+	Loss                            *torch.Tensor // the sum of the four losses (carries the graph)
+
+	EmptyPixelSamples int   // samples whose pixel loss had no anchor with a positive (METHOD §9.2)
+	EmptyProtoRows    int   // prototypical anchors without a positive
+	NumCandidates     []int // part-discovery candidates per sample
+}
+
+// prompts returns the affordance and exocentric prompts of the labels.
+func (m *Model) prompts(labels []int64) (aff, exo []string) {
+	for _, l := range labels {
+		if l < 0 || int(l) >= len(m.Classes) {
+			torch.Fail("train", "label %d outside the %d classes", l, len(m.Classes))
+		}
+		aff = append(aff, tokenizer.AffordancePrompt(m.Classes[l]))
+		exo = append(exo, tokenizer.ExoPrompt(m.Classes[l]))
+	}
+	return aff, exo
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		if te, ok := err.(*torch.Error); ok {
+			panic(te)
+		}
+		panic(&torch.Error{Op: "train", Msg: err.Error()})
+	}
+	return v
+}
+
+// grid returns the feature grid of a (.., 3, H, W) image batch for patch size 16 backbones.
+func (m *Model) grid(x *torch.Tensor) (h, w int64) {
+	s := x.Shape()
+	p := m.DINO.Cfg.PatchSize
+	return s[len(s)-2] / p, s[len(s)-1] / p
+}
+
+// channelsFirst lays DINO's key tokens (N, h·w, C) out as maps (N, C, h, w).
+func channelsFirst(tokens *torch.Tensor, h, w int64) *torch.Tensor {
+	s := tokens.Shape()
+	return tokens.Reshape(s[0], h, w, s[2]).Permute(0, 3, 1, 2).Contiguous()
+}
+
+// minMaxNoEps normalises each map of (B, h, w) to [0, 1] without an epsilon, as the released
+// Net.normalize.
+func minMaxNoEps(x *torch.Tensor) *torch.Tensor {
+	s := x.Shape()
+	flat := x.Reshape(s[0], -1)
+	mn, _ := flat.MinDim(1, true)
+	mx, _ := flat.MaxDim(1, true)
+	return flat.Sub(mn).Div(mx.Sub(mn)).Reshape(s...)
+}
+
+// Forward runs one training forward (METHOD §4 steps 1–11) in the caller's scope and returns the
+// maps and losses; the head's BatchNorm running statistics are updated (twice, as the released
+// code does). Call Loss.Backward() and the optimizer afterwards, or use [Model.Step].
+func (m *Model) Forward(b Batch, o Options) (*Result, error) {
+	var r *Result
+	err := torch.Try(func() { r = m.forward(b, o) })
+	if err != nil {
+		return nil, fmt.Errorf("train: step: %w", err)
+	}
+	return r, nil
+}
+
+func (m *Model) forward(b Batch, o Options) *Result {
+	tau := o.Tau
+	if tau == 0 {
+		tau = losses.Tau
+	}
+	xs := b.Exo.Shape()
+	if len(xs) != 5 || xs[2] != 3 {
+		torch.Fail("train", "exo images must be (B, E, 3, H, W), got %v", xs)
+	}
+	bsz, e := xs[0], xs[1]
+	if es := b.Ego.Shape(); len(es) != 4 || es[0] != bsz || es[1] != 3 || es[2] != xs[3] || es[3] != xs[4] {
+		torch.Fail("train", "ego images must be (B, 3, H, W) = (%d, 3, %d, %d), got %v", bsz, xs[3], xs[4], es)
+	}
+	if ls := b.Label.Shape(); len(ls) != 1 || ls[0] != bsz || b.Label.DType() != torch.Int64 {
+		torch.Fail("train", "labels must be int64 (B) = (%d), got %s%v", bsz, b.Label.DType(), ls)
+	}
+	labels := b.Label.Int64s()
+	exo := b.Exo.Flatten(0, 1)
+	h, w := m.grid(b.Ego)
+
+	// 1–2. Text features and the CLIP affinity maps.
+	affPrompts, exoPrompts := m.prompts(labels)
+	tAff := must(m.CLIP.EncodePrompts(m.Tok, affPrompts))
+	tExo := must(m.CLIP.EncodePrompts(m.Tok, exoPrompts))
+	fEgo := must(m.CLIP.DenseFeatures(b.Ego))
+	fExo := must(m.CLIP.DenseFeatures(exo))
+	aff := discovery.Affinity(fEgo, fExo, tAff, tExo, e, h, w)
+
+	// 3. DINO descriptors and saliency.
+	dEgo := must(m.DINO.Features(b.Ego))
+	dExo := must(m.DINO.Features(exo))
+
+	// 4–5. Head and classification losses.
+	out := m.Head.Forward(dEgo.Key, dExo.Key, b.Label, e, h, w, true)
+	ceEgo, ceExo := losses.Classification(out.LogitsEgo, out.LogitsExo, b.Label)
+
+	// 6. Gating from epoch 1 on: negative CAM values are zeroed in place (gradients still flow
+	// through the kept values) and the exo map is calibrated by the CAM.
+	gEgo, gExo := out.GEgo, out.GExo
+	mExo := aff.SExo
+	if o.Epoch >= 1 {
+		gEgo.MaskedFill_(gEgo.LtScalar(0), 0)
+		gExo.MaskedFill_(gExo.LtScalar(0), 0)
+		mExo = aff.SExo.ClampMin(0).Mul(gExo)
+	}
+
+	// 7. Selective part discovery.
+	dEgoMap, dExoMap := channelsFirst(dEgo.Key, h, w), channelsFirst(dExo.Key, h, w)
+	disc := must(discovery.Discover(discovery.Inputs{
+		DEgo: dEgoMap, DExo: dExoMap, SEgo: aff.SEgo, SExo: aff.SExo, MExo: mExo, SamHard: dEgo.SamHard, E: e,
+	}, o.Discovery, o.KMeansInit, o.Gen))
+
+	// 8. Masks and backgrounds.
+	kEgo, kExo := disc.WEgo, disc.WExo
+	if o.Epoch >= 1 {
+		kEgo, kExo = disc.WEgo.Mul(gEgo), disc.WExo.Mul(gExo)
+	}
+	bgEgo, bgExo := kEgo.RSubScalar(1), kExo.RSubScalar(1)
+
+	// 9. Pixel contrastive loss on the anchors of the binarised CLIP ego map.
+	bin := minMaxNoEps(aff.SEgo).GtScalar(Gamma2).ToDType(torch.Float32)
+	lPix, emptyPix := losses.PixelContrast(out.Q, bin, tAff, fEgo, fExo, e, tau)
+
+	// 10. Prototypical contrastive loss; reliable samples weight the anchor by the CLIP map.
+	reliable := disc.Reliable.Reshape(bsz, 1, 1).GtScalar(0.5)
+	objEgo := torch.Where(reliable, aff.SEgo, torch.Ones(aff.SEgo.Shape(), aff.SEgo.Device()))
+	lProto, emptyProto := losses.ProtoContrast(out.REgo, out.RExo, disc.WEgo, disc.WExo, bgEgo, bgExo, b.Label, e, objEgo, tau)
+
+	// 11. Total.
+	loss := ceEgo.Add(ceExo).Add(lPix).Add(lProto)
+	return &Result{
+		SEgo: aff.SEgo, SExo: aff.SExo, DEgo: dEgoMap, DExo: dExoMap, SamHard: dEgo.SamHard,
+		Reliable: disc.Reliable, PScore: disc.PScore, WEgo: disc.WEgo, WExo: disc.WExo,
+		LogitsEgo: out.LogitsEgo, LogitsExo: out.LogitsExo,
+		LCeEgo: ceEgo, LCeExo: ceExo, LPix: lPix, LProto: lProto, Loss: loss,
+		EmptyPixelSamples: emptyPix, EmptyProtoRows: emptyProto, NumCandidates: disc.NumCandidates,
+	}
+}
+
+// Maps are the three inference maps of METHOD §6, each (B, h, w).
+type Maps struct {
+	CAM, REE, REM *torch.Tensor
+}
+
+// Infer runs the released test_forward on b.Ego and b.Label, with BatchNorm in eval mode, in the
+// caller's scope.
+func (m *Model) Infer(b Batch) (*Maps, error) {
+	var mp *Maps
+	err := torch.Try(func() {
+		torch.NoGrad(func() {
+			s := b.Ego.Shape()
+			if len(s) != 4 || s[1] != 3 {
+				torch.Fail("train", "images must be (B, 3, H, W), got %v", s)
+			}
+			labels := b.Label.Int64s()
+			h, w := m.grid(b.Ego)
+			affPrompts, _ := m.prompts(labels)
+			tAff := must(m.CLIP.EncodePrompts(m.Tok, affPrompts))
+			fEgo := must(m.CLIP.DenseFeatures(b.Ego))
+			sEgo := torch.Einsum("bnc,bc->bn", fEgo.Normalize(2, -1, 1e-12), tAff.Normalize(2, -1, 1e-12)).Reshape(s[0], h, w)
+			d := must(m.DINO.Features(b.Ego))
+			cam, ree, rem := m.Head.TestForward(d.Key, sEgo, b.Label, h, w)
+			mp = &Maps{CAM: cam, REE: ree, REM: rem}
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("train: infer: %w", err)
+	}
+	return mp, nil
+}
