@@ -45,24 +45,40 @@ func (d DType) Size() int {
 // IsFloat reports whether d is a floating-point type.
 func (d DType) IsFloat() bool { return d == Float32 || d == Float64 || d == Float16 || d == BFloat16 }
 
-// Device is where a tensor lives: [CPU], or CUDA device i as CUDA(i).
+// Device is where a tensor lives: [CPU] (the zero value), or CUDA device i as CUDA(i).
 type Device int
 
 // CPU is the host device.
-const CPU Device = -1
+const CPU Device = 0
 
 // CUDA returns CUDA device i.
-func CUDA(i int) Device { return Device(i) }
+func CUDA(i int) Device { return Device(i + 1) }
 
 // IsCPU reports whether d is the CPU.
-func (d Device) IsCPU() bool { return d < 0 }
+func (d Device) IsCPU() bool { return d <= 0 }
+
+// Index returns the CUDA device index (-1 for the CPU).
+func (d Device) Index() int {
+	if d.IsCPU() {
+		return -1
+	}
+	return int(d) - 1
+}
+
+// deviceFromC converts the shim's device code (-1 CPU, i CUDA:i) to a Device.
+func deviceFromC(code int) Device {
+	if code < 0 {
+		return CPU
+	}
+	return CUDA(code)
+}
 
 // String returns "cpu" or "cuda:i".
 func (d Device) String() string {
 	if d.IsCPU() {
 		return "cpu"
 	}
-	return "cuda:" + strconv.Itoa(int(d))
+	return "cuda:" + strconv.Itoa(d.Index())
 }
 
 // ParseDevice parses "cpu", "cuda" (device 0) or "cuda:N". It does not check that the device
@@ -90,7 +106,7 @@ func CheckDevice(d Device) error {
 	if !CUDAIsAvailable() {
 		return fmt.Errorf("torch: device %s requested, but CUDA is not available (no GPU, no driver, or a CPU-only libtorch)", d)
 	}
-	if n := CUDADeviceCount(); int(d) >= n {
+	if n := CUDADeviceCount(); d.Index() >= n {
 		return fmt.Errorf("torch: device %s requested, but only %d CUDA device(s) are present", d, n)
 	}
 	return nil

@@ -159,6 +159,19 @@ func CrossEntropyWith(logits, target, weight *Tensor, r Reduction, ignoreIndex i
 	return wrap(out)
 }
 
+// ScaledDotProductAttention is F.scaled_dot_product_attention(q, k, v, mask, is_causal=causal,
+// scale=scale) without dropout: softmax(q·kᵀ·scale + mask)·v for q (..., L, E), k (..., S, E),
+// v (..., S, Ev). mask may be nil, additive (q's dtype) or boolean (true: takes part), and
+// broadcasts to (..., L, S); causal masks the upper triangle and takes no mask. A scale <= 0
+// means the default 1/sqrt(E). With libtorch >= 2.1 this runs PyTorch's fused attention kernels
+// (the ones nn.MultiheadAttention uses), so give q, k, v the layout the PyTorch code gives them.
+func ScaledDotProductAttention(q, k, v, mask *Tensor, causal bool, scale float64) *Tensor {
+	var out C.at_tensor
+	check("scaled_dot_product_attention", C.at_scaled_dot_product_attention(hdl(q), hdl(k), hdl(v), hdl(mask),
+		cBool(causal), cBool(scale > 0), C.double(scale), &out))
+	return wrap(out)
+}
+
 // Dropout is F.dropout: in training it zeroes elements with probability p (drawn from g, or the
 // global generator when g is nil) and scales the rest by 1/(1-p); otherwise it returns a copy.
 func Dropout(x *Tensor, p float64, training bool, g *Generator) *Tensor {

@@ -31,7 +31,7 @@ type errorCase struct {
 func errorCases() []errorCase {
 	// A CUDA device that cannot be used here: cuda:0 without CUDA, one past the last with it.
 	cuda := torch.CUDA(torch.CUDADeviceCount())
-	cudaMsg := fmt.Sprintf("CUDA device cuda:%d requested", int(cuda))
+	cudaMsg := fmt.Sprintf("CUDA device cuda:%d requested", cuda.Index())
 	i64 := func(v ...int64) *tensor { return torch.FromSlice(v) }
 	return []errorCase{
 		// ---- shapes ----

@@ -954,6 +954,25 @@ func nnCases(c caseTable) {
 	})
 	c.add("ce_simple", simple)
 	c.add("ce_simple_none", simple)
+
+	// Attention: on the CPU the shim runs PyTorch's own fused kernel, so the results are normally
+	// bitwise equal; 1e-6 because the kernel's blocked sums (softmax, both products, and the
+	// backward's) may change in the last bits with the thread count or vector width.
+	sdpa := approx(func(in []*tensor, p params) []*tensor {
+		q, k, v := in[0], in[1], in[2]
+		if p.B("transpose") {
+			q, k, v = q.Transpose(1, 2), k.Transpose(1, 2), v.Transpose(1, 2)
+		}
+		scale := 0.0
+		if p.has("scale") {
+			scale = p.F("scale")
+		}
+		return out(torch.ScaledDotProductAttention(q, k, v, opt(in, 3), p.B("causal"), scale))
+	})
+	for _, n := range []string{"", "_3d", "_scale", "_mask", "_mask_scale", "_bool_mask", "_causal", "_causal_scale",
+		"_clip_text", "_clip_vision"} {
+		c.add("sdpa"+n, sdpa)
+	}
 }
 
 func autogradCases(c caseTable) {

@@ -17,7 +17,7 @@ type Generator struct {
 // NewGenerator returns a generator on device d seeded with seed.
 func NewGenerator(seed uint64, d Device) (*Generator, error) {
 	var g C.at_generator
-	if err := errFrom("generator", C.at_generator_new(C.uint64_t(seed), C.int(d), &g)); err != nil {
+	if err := errFrom("generator", C.at_generator_new(C.uint64_t(seed), C.int(d.Index()), &g)); err != nil {
 		return nil, err
 	}
 	gen := &Generator{g: g}
@@ -54,7 +54,7 @@ func Rand(shape []int64, g *Generator, opts ...Option) *Tensor {
 	o := makeOptions(Float32, opts)
 	p, n := cInt64s(shape)
 	var out C.at_tensor
-	check("rand", C.at_rand(p, n, C.int(o.dtype), C.int(o.device), g.handle(), &out))
+	check("rand", C.at_rand(p, n, C.int(o.dtype), C.int(o.device.Index()), g.handle(), &out))
 	return wrap(out)
 }
 
@@ -63,7 +63,7 @@ func Randn(shape []int64, g *Generator, opts ...Option) *Tensor {
 	o := makeOptions(Float32, opts)
 	p, n := cInt64s(shape)
 	var out C.at_tensor
-	check("randn", C.at_randn(p, n, C.int(o.dtype), C.int(o.device), g.handle(), &out))
+	check("randn", C.at_randn(p, n, C.int(o.dtype), C.int(o.device.Index()), g.handle(), &out))
 	return wrap(out)
 }
 
@@ -72,7 +72,7 @@ func Randint(low, high int64, shape []int64, g *Generator, opts ...Option) *Tens
 	o := makeOptions(Int64, opts)
 	p, n := cInt64s(shape)
 	var out C.at_tensor
-	check("randint", C.at_randint(C.int64_t(low), C.int64_t(high), p, n, C.int(o.dtype), C.int(o.device), g.handle(), &out))
+	check("randint", C.at_randint(C.int64_t(low), C.int64_t(high), p, n, C.int(o.dtype), C.int(o.device.Index()), g.handle(), &out))
 	return wrap(out)
 }
 
@@ -80,7 +80,7 @@ func Randint(low, high int64, shape []int64, g *Generator, opts ...Option) *Tens
 func Randperm(n int64, g *Generator, opts ...Option) *Tensor {
 	o := makeOptions(Int64, opts)
 	var out C.at_tensor
-	check("randperm", C.at_randperm(C.int64_t(n), C.int(o.dtype), C.int(o.device), g.handle(), &out))
+	check("randperm", C.at_randperm(C.int64_t(n), C.int(o.dtype), C.int(o.device.Index()), g.handle(), &out))
 	return wrap(out)
 }
 

@@ -118,7 +118,7 @@ func (t *Tensor) DType() DType {
 func (t *Tensor) Device() Device {
 	var d C.int
 	check("device", C.at_device(hdl(t), &d))
-	return Device(d)
+	return deviceFromC(int(d))
 }
 
 // Numel returns the number of elements.
@@ -160,7 +160,7 @@ func Empty(shape []int64, opts ...Option) *Tensor {
 	o := makeOptions(Float32, opts)
 	p, n := shapeArgs(shape)
 	var out C.at_tensor
-	check("empty", C.at_empty(p, n, C.int(o.dtype), C.int(o.device), &out))
+	check("empty", C.at_empty(p, n, C.int(o.dtype), C.int(o.device.Index()), &out))
 	return wrap(out)
 }
 
@@ -169,7 +169,7 @@ func Zeros(shape []int64, opts ...Option) *Tensor {
 	o := makeOptions(Float32, opts)
 	p, n := shapeArgs(shape)
 	var out C.at_tensor
-	check("zeros", C.at_zeros(p, n, C.int(o.dtype), C.int(o.device), &out))
+	check("zeros", C.at_zeros(p, n, C.int(o.dtype), C.int(o.device.Index()), &out))
 	return wrap(out)
 }
 
@@ -178,7 +178,7 @@ func Ones(shape []int64, opts ...Option) *Tensor {
 	o := makeOptions(Float32, opts)
 	p, n := shapeArgs(shape)
 	var out C.at_tensor
-	check("ones", C.at_ones(p, n, C.int(o.dtype), C.int(o.device), &out))
+	check("ones", C.at_ones(p, n, C.int(o.dtype), C.int(o.device.Index()), &out))
 	return wrap(out)
 }
 
@@ -187,7 +187,7 @@ func Full(shape []int64, v float64, opts ...Option) *Tensor {
 	o := makeOptions(Float32, opts)
 	p, n := shapeArgs(shape)
 	var out C.at_tensor
-	check("full", C.at_full(p, n, C.double(v), C.int(o.dtype), C.int(o.device), &out))
+	check("full", C.at_full(p, n, C.double(v), C.int(o.dtype), C.int(o.device.Index()), &out))
 	return wrap(out)
 }
 
@@ -203,7 +203,7 @@ func Arange(start, end, step float64, opts ...Option) *Tensor {
 	}
 	o := makeOptions(def, opts)
 	var out C.at_tensor
-	check("arange", C.at_arange(C.double(start), C.double(end), C.double(step), C.int(o.dtype), C.int(o.device), &out))
+	check("arange", C.at_arange(C.double(start), C.double(end), C.double(step), C.int(o.dtype), C.int(o.device.Index()), &out))
 	return wrap(out)
 }
 
@@ -211,7 +211,7 @@ func Arange(start, end, step float64, opts ...Option) *Tensor {
 func Linspace(start, end float64, steps int64, opts ...Option) *Tensor {
 	o := makeOptions(Float32, opts)
 	var out C.at_tensor
-	check("linspace", C.at_linspace(C.double(start), C.double(end), C.int64_t(steps), C.int(o.dtype), C.int(o.device), &out))
+	check("linspace", C.at_linspace(C.double(start), C.double(end), C.int64_t(steps), C.int(o.dtype), C.int(o.device.Index()), &out))
 	return wrap(out)
 }
 
@@ -219,7 +219,7 @@ func Linspace(start, end float64, steps int64, opts ...Option) *Tensor {
 func Eye(n, m int64, opts ...Option) *Tensor {
 	o := makeOptions(Float32, opts)
 	var out C.at_tensor
-	check("eye", C.at_eye(C.int64_t(n), C.int64_t(m), C.int(o.dtype), C.int(o.device), &out))
+	check("eye", C.at_eye(C.int64_t(n), C.int64_t(m), C.int(o.dtype), C.int(o.device.Index()), &out))
 	return wrap(out)
 }
 
@@ -284,7 +284,7 @@ func FromBytes(b []byte, dtype DType, shape []int64, d Device) *Tensor {
 func fromData(p unsafe.Pointer, nbytes int64, shape []int64, dtype DType, d Device) *Tensor {
 	sp, n := shapeArgs(shape)
 	var out C.at_tensor
-	check("from_data", C.at_from_data(p, C.int64_t(nbytes), sp, n, C.int(dtype), C.int(d), &out))
+	check("from_data", C.at_from_data(p, C.int64_t(nbytes), sp, n, C.int(dtype), C.int(d.Index()), &out))
 	return wrap(out)
 }
 
@@ -345,14 +345,14 @@ func (t *Tensor) ItemInt() int64 {
 // To returns the tensor on device d (the tensor itself shares storage when already there).
 func (t *Tensor) To(d Device) *Tensor {
 	var out C.at_tensor
-	check("to", C.at_to(hdl(t), -1, C.int(d), &out))
+	check("to", C.at_to(hdl(t), -1, C.int(d.Index()), &out))
 	return wrap(out)
 }
 
 // ToDType returns the tensor converted to dtype dt on its device.
 func (t *Tensor) ToDType(dt DType) *Tensor {
 	var out C.at_tensor
-	check("to", C.at_to(hdl(t), C.int(dt), C.int(t.Device()), &out))
+	check("to", C.at_to(hdl(t), C.int(dt), C.int(t.Device().Index()), &out))
 	return wrap(out)
 }
 

@@ -130,7 +130,7 @@ func Synchronize(d Device) error {
 	if d.IsCPU() {
 		return nil
 	}
-	return errFrom("cuda_synchronize", C.at_cuda_synchronize(C.int(d)))
+	return errFrom("cuda_synchronize", C.at_cuda_synchronize(C.int(d.Index())))
 }
 
 // ManualSeed seeds libtorch's global generators (CPU and every CUDA device), as torch.manual_seed.

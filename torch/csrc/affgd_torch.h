@@ -274,6 +274,14 @@ at_err at_interpolate(at_tensor x, int mode, int64_t out_h, int64_t out_w, int h
 /* reduction 0 none, 1 mean, 2 sum */
 at_err at_cross_entropy(at_tensor logits, at_tensor target, at_tensor weight, int reduction,
                         int64_t ignore_index, double label_smoothing, at_tensor *out);
+/* F.scaled_dot_product_attention(q, k, v, attn_mask, dropout_p=0, is_causal, scale) for q
+ * (..., L, E), k (..., S, E), v (..., S, Ev): softmax(q·kᵀ·scale + mask)·v. attn_mask may be NULL,
+ * additive (q's dtype) or boolean (true: takes part), broadcast to (..., L, S); is_causal masks
+ * the upper triangle and excludes attn_mask. has_scale 0: scale = 1/sqrt(E). libtorch >= 2.1 runs
+ * its fused kernels (flash / memory-efficient / CPU flash); older ones compute the math directly. */
+at_err at_scaled_dot_product_attention(at_tensor q, at_tensor k, at_tensor v,
+                                       at_tensor attn_mask /* may be NULL */, int is_causal,
+                                       int has_scale, double scale, at_tensor *out);
 
 /* ---- autograd ---- */
 at_err at_set_requires_grad(at_tensor t, int requires);

@@ -1,0 +1,140 @@
+package train_test
+
+import (
+	"math"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/affgd/affgd/data"
+	"github.com/affgd/affgd/discovery"
+	"github.com/affgd/affgd/internal/testref"
+	"github.com/affgd/affgd/models/clip"
+	"github.com/affgd/affgd/models/dino"
+	"github.com/affgd/affgd/torch"
+	"github.com/affgd/affgd/torch/optim"
+	"github.com/affgd/affgd/train"
+)
+
+// tinyModel writes tiny random backbones in the published formats and loads them as a user would.
+func tinyModel(t *testing.T) *train.Model {
+	t.Helper()
+	dir := t.TempDir()
+	dcfg := dino.ViTS16()
+	dcfg.Depth = 2 // width 384 and 6 heads stay: the head and the saliency need them
+	dcfg.ImgSize = 64
+	if err := dino.WriteRandom(filepath.Join(dir, "dino.pth"), dcfg, 1); err != nil {
+		t.Fatal(err)
+	}
+	ccfg := clip.Config{EmbedDim: 32, VisionWidth: 128, VisionLayers: 2, PatchSize: 16, GridSize: 4,
+		ContextLength: 77, VocabSize: 49408, TextWidth: 128, TextLayers: 2}
+	if err := clip.WriteRandom(filepath.Join(dir, "clip.pt"), ccfg, 2, clip.FormatTorchScript); err != nil {
+		t.Fatal(err)
+	}
+	m, err := train.Load(train.Files{DINO: filepath.Join(dir, "dino.pth"), CLIP: filepath.Join(dir, "clip.pt"),
+		Vocab: filepath.Join(testref.Dir(t, "tokenizer"), "bpe_simple_vocab_16e6.txt.gz"), Divide: data.HICO, Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func batch(g *torch.Generator, b, e int64) train.Batch {
+	return train.Batch{
+		Exo:   torch.Randn([]int64{b, e, 3, 64, 64}, g),
+		Ego:   torch.Randn([]int64{b, 3, 64, 64}, g),
+		Label: torch.Randint(0, 10, []int64{b}, g),
+	}
+}
+
+// TestStepsRunWithFlatMemory trains a tiny random model for a few steps at epochs 0 and 1: every
+// loss is finite, the head's parameters move, and the live tensor count stays flat from step to
+// step (one scope per step). Parity with the PyTorch reference is tested in parity_test.go.
+func TestStepsRunWithFlatMemory(t *testing.T) {
+	m := tinyModel(t)
+	opt, err := optim.NewSGD(m.Head.ParamGroups(0.001))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, _ := torch.NewGenerator(5, torch.CPU)
+	before := m.Head.AffProj.FC1.Weight.Detach().Clone().Float32s()
+	var live []int64
+	for step := 0; step < 6; step++ {
+		err := torch.WithScope(func(s *torch.Scope) {
+			r, err := m.Forward(batch(g, 2, 3), train.Options{Epoch: step / 3, Discovery: discovery.DefaultOptions(), Gen: g})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for name, l := range map[string]*torch.Tensor{"ce_ego": r.LCeEgo, "ce_exo": r.LCeExo, "pix": r.LPix, "proto": r.LProto} {
+				if v := l.Sum().Item(); math.IsNaN(v) || math.IsInf(v, 0) {
+					t.Fatalf("step %d: %s loss %v", step, name, v)
+				}
+			}
+			opt.ZeroGrad()
+			r.Loss.Backward()
+			opt.Step()
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+		live = append(live, torch.LiveTensors())
+	}
+	if live[len(live)-1] > live[1] {
+		t.Errorf("live tensors grew from step to step: %v", live)
+	}
+	after := m.Head.AffProj.FC1.Weight.Detach().Float32s()
+	moved := false
+	for i := range after {
+		if after[i] != before[i] {
+			moved = true
+			break
+		}
+	}
+	if !moved {
+		t.Error("the optimizer did not change aff_proj.fc1.weight")
+	}
+	err = torch.WithScope(func(s *torch.Scope) {
+		mp, err := m.Infer(batch(g, 2, 3))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := mp.REE.Shape(); len(got) != 3 || got[1] != 4 || got[2] != 4 {
+			t.Errorf("ree map shape %v, want (2, 4, 4)", got)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestStepRejectsBadBatches checks that malformed batches are errors naming the problem.
+func TestStepRejectsBadBatches(t *testing.T) {
+	m := tinyModel(t)
+	g, _ := torch.NewGenerator(1, torch.CPU)
+	for _, c := range []struct {
+		name string
+		b    func() train.Batch
+	}{
+		{"exo 4-d", func() train.Batch { b := batch(g, 2, 3); b.Exo = b.Exo.Flatten(0, 1); return b }},
+		{"ego size differs", func() train.Batch { b := batch(g, 2, 3); b.Ego = torch.Randn([]int64{2, 3, 32, 32}, g); return b }},
+		{"float labels", func() train.Batch { b := batch(g, 2, 3); b.Label = b.Label.ToDType(torch.Float32); return b }},
+		{"label out of range", func() train.Batch { b := batch(g, 2, 3); b.Label = torch.FromSlice([]int64{0, 10}); return b }},
+		{"size not a multiple of 16", func() train.Batch {
+			return train.Batch{Exo: torch.Randn([]int64{1, 3, 3, 60, 60}, g), Ego: torch.Randn([]int64{1, 3, 60, 60}, g), Label: torch.FromSlice([]int64{0})}
+		}},
+	} {
+		err := torch.WithScope(func(s *torch.Scope) {
+			if _, err := m.Forward(c.b(), train.Options{Discovery: discovery.DefaultOptions(), Gen: g}); err == nil {
+				t.Errorf("%s: no error", c.name)
+			} else {
+				t.Logf("%s: %v", c.name, err)
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
