@@ -14,7 +14,6 @@ import (
 	"github.com/affgd/affgd/internal/npy"
 	"github.com/affgd/affgd/torch"
 	"github.com/affgd/affgd/torch/nn"
-	"github.com/affgd/affgd/torch/optim"
 	"github.com/affgd/affgd/train"
 )
 
@@ -155,51 +154,15 @@ func debugStep(c *cli.Context) error {
 	}
 	opts := discovery.DefaultOptions()
 	opts.PerImageExo = c.Bool("per-image-exo")
-	r, err := m.Forward(b, train.Options{Epoch: c.Int("epoch"), Discovery: opts, KMeansInit: inits, Gen: g})
-	if err != nil {
-		return err
-	}
-	opt, err := optim.NewSGD(m.Head.ParamGroups(0.001))
+	d, err := m.DebugStep(b, train.Options{Epoch: c.Int("epoch"), Discovery: opts, KMeansInit: inits, Gen: g})
 	if err != nil {
 		return err
 	}
 	out := c.String("out")
-	arrays := map[string]*torch.Tensor{
-		"S_ego": r.SEgo, "S_exo": r.SExo, "D_ego": r.DEgo, "D_exo": r.DExo, "sam_hard": r.SamHard,
-		"reliable": r.Reliable, "p_score": r.PScore, "W_ego": r.WEgo, "W_exo": r.WExo,
-		"logits_ego": r.LogitsEgo, "logits_exo": r.LogitsExo,
-	}
-	err = torch.Try(func() {
-		for name, t := range map[string]*torch.Tensor{"L_ce_ego": r.LCeEgo, "L_ce_exo": r.LCeExo, "L_pix": r.LPix, "L_proto": r.LProto, "loss": r.Loss} {
-			arrays[name] = t.Detach().Reshape()
-		}
-		opt.ZeroGrad()
-		r.Loss.Backward()
-		for _, n := range m.Head.NamedTensors() {
-			if gr := n.Tensor.Grad(); gr != nil {
-				arrays["grad/"+n.Name] = gr
-			}
-		}
-	})
-	if err != nil {
+	if err := dump(out, d.Arrays); err != nil {
 		return err
 	}
-	if err := dump(out, arrays); err != nil {
-		return err
-	}
-	if err := torch.Try(opt.Step); err != nil {
-		return err
-	}
-	params := map[string]*torch.Tensor{}
-	for _, n := range m.Head.NamedTensors() {
-		params["param/"+n.Name] = n.Tensor
-	}
-	if err := dump(out, params); err != nil {
-		return err
-	}
-	stats, _ := json.MarshalIndent(map[string]any{
-		"empty_pixel_samples": r.EmptyPixelSamples, "empty_proto_rows": r.EmptyProtoRows, "num_candidates": r.NumCandidates,
-	}, "", "  ")
+	stats, _ := json.MarshalIndent(d.Stats, "", "  ")
 	return os.WriteFile(filepath.Join(out, "stats.json"), stats, 0o644)
 }
 
