@@ -108,6 +108,11 @@ func errorCases() []errorCase {
 			torch.CrossEntropyWith(ones(2, 3), i64(0, 1), ones(2), torch.ReduceMean, -100, 0)
 		}, "weight tensor should be defined either for all 3 classes or no classes"},
 		{"cross_entropy reduction", func() { torch.CrossEntropy(ones(2, 3), i64(0, 1), torch.Reduction(7)) }, "unknown reduction 7"},
+		{"sdpa mask and causal", func() {
+			torch.ScaledDotProductAttention(ones(1, 3, 4), ones(1, 3, 4), ones(1, 3, 4), ones(3, 3), true, 0)
+		}, "give either a mask or is_causal, not both"},
+		{"sdpa 1-d", func() { torch.ScaledDotProductAttention(ones(4), ones(3, 4), ones(3, 4), nil, false, 0) },
+			"expects q, k and v of at least 2 dimensions"},
 		{"einsum operands", func() { torch.Einsum("ij,jk->ik", ones(2, 3)) }, "fewer operands were provided than specified in the equation"},
 		{"einsum sizes", func() { torch.Einsum("ij,jk->ik", ones(2, 3), ones(4, 5)) }, "subscript j has size 4 for operand 1 which does not broadcast with previously seen size 3"},
 		{"cdist columns", func() { torch.Cdist(ones(2, 3), ones(2, 4), 2) }, "X1 and X2 must have the same number of columns"},

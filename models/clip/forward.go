@@ -32,15 +32,14 @@ func (a *Attention) scale(x *torch.Tensor) float64 {
 	return 1 / math.Sqrt(float64(x.Size(2)/a.Heads))
 }
 
-// forward is self-attention softmax(q·kᵀ·scale + mask)·v then out_proj; mask (L, L) is additive
-// and may be nil. The scale multiplies the product, as PyTorch's attention kernel does.
+// forward is self-attention softmax(q·kᵀ·scale + mask)·v then out_proj; mask is additive,
+// broadcast to (B, heads, L, L), and may be nil. As nn.MultiheadAttention(need_weights=False)
+// does, it calls PyTorch's scaled_dot_product_attention (default scale head_dim^-0.5) on q, k, v
+// of shape (B, heads, L, head_dim) with the head dimension contiguous, which lets libtorch pick
+// the same fused kernel as the released code.
 func (a *Attention) forward(x, mask *torch.Tensor) *torch.Tensor {
 	q, k, v := a.qkv(x)
-	att := q.Matmul(k.Transpose(-2, -1)).MulScalar(a.scale(x))
-	if mask != nil {
-		att = att.Add(mask)
-	}
-	return a.merge(att.Softmax(-1).Matmul(v))
+	return a.merge(torch.ScaledDotProductAttention(q, k, v, mask, false, 0))
 }
 
 // queryQuery is ClearCLIP's attention: softmax(q·qᵀ·scale)·v then out_proj, with q and v from the
@@ -216,7 +215,9 @@ func (m *Model) encodeText(tokens *torch.Tensor) *torch.Tensor {
 	dev := tokens.Device()
 	x := m.TokenEmbedding.IndexSelect(0, tokens.Reshape(b*l)).Reshape(b, l, w)
 	x = x.Add(m.PositionalEmbedding)
-	mask := torch.Full([]int64{l, l}, math.Inf(-1), torch.Float32, dev).Triu(1)
+	// open_clip passes its additive causal mask (-inf above the diagonal) as attn_mask, not
+	// is_causal; F.multi_head_attention_forward hands it to the attention as (1, 1, L, L).
+	mask := torch.Full([]int64{l, l}, math.Inf(-1), torch.Float32, dev).Triu(1).Reshape(1, 1, l, l)
 	for _, blk := range m.Transformer.Resblocks {
 		x = blk.forward(x, mask)
 	}

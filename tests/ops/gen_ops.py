@@ -831,6 +831,8 @@ def nn_cases():
 
     ce_cases()
 
+    sdpa_cases()
+
 
 MODES = {0: "nearest", 1: "bilinear", 2: "bicubic"}
 
@@ -913,6 +915,50 @@ def ce_cases():
          dict(reduction="mean", ignore_index=-100, smoothing=0.0))
     case("ce_simple", base, lambda a, p: F.cross_entropy(a[0], a[1]), dict(reduction="mean"))
     case("ce_simple_none", base, lambda a, p: F.cross_entropy(a[0], a[1], reduction="none"), dict(reduction="none"))
+
+
+def sdpa_cases():
+    """F.scaled_dot_product_attention (no dropout). Inputs [q, k, v] or [q, k, v, mask]; only q, k
+    and v take a gradient. params: causal, scale (null: 1/sqrt(E)), transpose (the inputs are
+    (B, L, heads, E) and the op gets their (B, heads, L, E) transposes, as nn.MultiheadAttention
+    gives them)."""
+    def sdpa(a, p):
+        q, k, v = a[:3]
+        if p["transpose"]:
+            q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        mask = a[3] if len(a) > 3 else None
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=p["causal"], scale=p["scale"])
+
+    def qkv(r, b=(2, 3), l=5, s=6, e=8, ev=8):
+        return [r.n(*b, l, e), r.n(*b, s, e), r.n(*b, s, ev)]
+
+    def additive(r):  # random biases, a few -inf, never a whole row
+        m = r.n(5, 6)
+        m[r.b(5, 6, p=0.3)] = -INF
+        m[:, 0] = r.n(5)
+        return m
+
+    def boolean(r):  # (B, 1, L, S), true: takes part; every row keeps its first key
+        m = r.b(2, 1, 5, 6, p=0.6)
+        m[..., 0] = True
+        return m
+
+    P = dict(causal=False, scale=None, transpose=False)
+    case("sdpa", lambda r: qkv(r), sdpa, P, grad=[0, 1, 2])
+    case("sdpa_3d", lambda r: qkv(r, b=(3,), ev=4), sdpa, P, grad=[0, 1, 2])
+    case("sdpa_scale", lambda r: qkv(r), sdpa, dict(P, scale=0.3), grad=[0, 1, 2])
+    case("sdpa_mask", lambda r: qkv(r) + [additive(r)], sdpa, P, grad=[0, 1, 2])
+    case("sdpa_mask_scale", lambda r: qkv(r) + [additive(r)], sdpa, dict(P, scale=0.05), grad=[0, 1, 2])
+    case("sdpa_bool_mask", lambda r: qkv(r) + [boolean(r)], sdpa, P, grad=[0, 1, 2])
+    case("sdpa_causal", lambda r: qkv(r, s=5), sdpa, dict(P, causal=True), grad=[0, 1, 2])
+    case("sdpa_causal_scale", lambda r: qkv(r, s=5), sdpa, dict(P, causal=True, scale=0.7), grad=[0, 1, 2])
+    # CLIP's text blocks: heads split from (B, L, heads, 64) and open_clip's additive causal mask
+    # (-inf above the diagonal), as F.multi_head_attention_forward passes it: (1, 1, L, L).
+    clip_mask = torch.full((7, 7), -INF).triu(1).reshape(1, 1, 7, 7)
+    case("sdpa_clip_text", lambda r: [r.n(2, 7, 4, 64) for _ in range(3)] + [clip_mask.clone()], sdpa,
+         dict(P, transpose=True), grad=[0, 1, 2])
+    case("sdpa_clip_vision", lambda r: [r.n(2, 17, 4, 64) for _ in range(3)], sdpa, dict(P, transpose=True),
+         grad=[0, 1, 2])
 
 
 # ---------------------------------------------------------------- autograd
