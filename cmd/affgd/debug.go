@@ -2,10 +2,8 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 
 	"github.com/urfave/cli/v2"
 
@@ -13,7 +11,6 @@ import (
 	"github.com/affgd/affgd/discovery"
 	"github.com/affgd/affgd/internal/npy"
 	"github.com/affgd/affgd/torch"
-	"github.com/affgd/affgd/torch/nn"
 	"github.com/affgd/affgd/train"
 )
 
@@ -71,50 +68,6 @@ func loadModel(c *cli.Context) (*train.Model, torch.Device, error) {
 	return m, dev, err
 }
 
-func loadBatch(path string, dev torch.Device, needExo bool) (train.Batch, error) {
-	f, err := nn.ReadFile(path)
-	if err != nil {
-		return train.Batch{}, err
-	}
-	var b train.Batch
-	for _, k := range []string{"ego", "label", "exo"} {
-		if _, ok := f.Tensors[k]; !ok && (k != "exo" || needExo) {
-			return b, fmt.Errorf("batch %s has no %q tensor (want exo (B,E,3,H,W), ego (B,3,H,W), label (B) int64)", path, k)
-		}
-	}
-	err = torch.Try(func() {
-		b.Ego = f.Tensors["ego"].ToDType(torch.Float32).To(dev)
-		b.Label = f.Tensors["label"].ToDType(torch.Int64).To(dev)
-		if x, ok := f.Tensors["exo"]; ok {
-			b.Exo = x.ToDType(torch.Float32).To(dev)
-		}
-	})
-	return b, err
-}
-
-func readKMeansInit(path string) (map[int][]int64, error) {
-	if path == "" {
-		return nil, nil
-	}
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var m map[string][]int64
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, fmt.Errorf("%s: want a JSON object {\"<sample>\": [i, j, k]}: %v", path, err)
-	}
-	out := map[int][]int64{}
-	for k, v := range m {
-		i, err := strconv.Atoi(k)
-		if err != nil || i < 0 {
-			return nil, fmt.Errorf("%s: key %q is not a sample index", path, k)
-		}
-		out[i] = v
-	}
-	return out, nil
-}
-
 // dump writes each named tensor as DIR/name.npy (folders in the name are created).
 func dump(dir string, ts map[string]*torch.Tensor) error {
 	for name, t := range ts {
@@ -140,11 +93,11 @@ func debugStep(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	b, err := loadBatch(c.String("batch"), dev, true)
+	b, err := train.LoadBatch(c.String("batch"), dev, true)
 	if err != nil {
 		return err
 	}
-	inits, err := readKMeansInit(c.String("kmeans-init"))
+	inits, err := train.ReadKMeansInit(c.String("kmeans-init"))
 	if err != nil {
 		return err
 	}
@@ -173,7 +126,7 @@ func debugInfer(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	b, err := loadBatch(c.String("batch"), dev, false)
+	b, err := train.LoadBatch(c.String("batch"), dev, false)
 	if err != nil {
 		return err
 	}
