@@ -48,12 +48,14 @@ build: deps shim
 
 # Reference data made by our own generator scripts in the pinned torch.
 define GEN_RULE
-$(TESTDATA)/$(notdir $(patsubst %/,%,$(dir $(1))))/.stamp: $(1)
+$(TESTDATA)/$(notdir $(patsubst %/,%,$(dir $(1))))/.stamp: $(1) $(wildcard $(dir $(1))*.py)
 	@mkdir -p $$(dir $$@)
 	$$(PYTHON) $(1) --out $$(dir $$@)
 	@touch $$@
 endef
 $(foreach g,$(GENERATORS),$(eval $(call GEN_RULE,$(g))))
+# The method's reference builds on the backbones' reference modules.
+$(TESTDATA)/method/.stamp: tests/dino/gen_dino.py tests/clip/gen_clip.py
 
 testdata: deps $(STAMPS)
 
