@@ -104,23 +104,49 @@ func minMaxNoEps(x *torch.Tensor) *torch.Tensor {
 	return flat.Sub(mn).Div(mx.Sub(mn)).Reshape(s...)
 }
 
+// Features are the frozen backbones' outputs for one batch (METHOD §4 steps 1–3): CLIP text
+// features of the labels' prompts, CLIP dense features, and DINO's last-block keys and saliency.
+type Features struct {
+	TAff, TExo *torch.Tensor // (B, D)
+	FEgo, FExo *torch.Tensor // (B, h·w, D), (B·E, h·w, D)
+	DEgo, DExo *dino.Output  // keys (B, h·w, C) and (B·E, h·w, C); DEgo.SamHard (B, h·w)
+	E, H, W    int64
+}
+
 // Forward runs one training forward (METHOD §4 steps 1–11) in the caller's scope and returns the
 // maps and losses; the head's BatchNorm running statistics are updated (twice, as the released
-// code does). Call Loss.Backward() and the optimizer afterwards, or use [Model.Step].
+// code does). Call Loss.Backward() and the optimizer afterwards, or use [Model.DebugStep].
 func (m *Model) Forward(b Batch, o Options) (*Result, error) {
+	f, err := m.Backbones(b)
+	if err != nil {
+		return nil, err
+	}
+	return m.ForwardFeatures(b, f, o)
+}
+
+// Backbones runs the frozen backbones on a training batch (METHOD §4 steps 1–3), in the caller's
+// scope.
+func (m *Model) Backbones(b Batch) (*Features, error) {
+	var f *Features
+	err := torch.Try(func() { f = m.backbones(b) })
+	if err != nil {
+		return nil, fmt.Errorf("train: step: %w", err)
+	}
+	return f, nil
+}
+
+// ForwardFeatures is [Model.Forward] from precomputed backbone features (the head, part discovery
+// and losses: steps 4–11).
+func (m *Model) ForwardFeatures(b Batch, f *Features, o Options) (*Result, error) {
 	var r *Result
-	err := torch.Try(func() { r = m.forward(b, o) })
+	err := torch.Try(func() { r = m.rest(b, f, o) })
 	if err != nil {
 		return nil, fmt.Errorf("train: step: %w", err)
 	}
 	return r, nil
 }
 
-func (m *Model) forward(b Batch, o Options) *Result {
-	tau := o.Tau
-	if tau == 0 {
-		tau = losses.Tau
-	}
+func (m *Model) backbones(b Batch) *Features {
 	xs := b.Exo.Shape()
 	if len(xs) != 5 || xs[2] != 3 {
 		torch.Fail("train", "exo images must be (B, E, 3, H, W), got %v", xs)
@@ -132,21 +158,30 @@ func (m *Model) forward(b Batch, o Options) *Result {
 	if ls := b.Label.Shape(); len(ls) != 1 || ls[0] != bsz || b.Label.DType() != torch.Int64 {
 		torch.Fail("train", "labels must be int64 (B) = (%d), got %s%v", bsz, b.Label.DType(), ls)
 	}
-	labels := b.Label.Int64s()
 	exo := b.Exo.Flatten(0, 1)
 	h, w := m.grid(b.Ego)
+	affPrompts, exoPrompts := m.prompts(b.Label.Int64s())
+	return &Features{
+		TAff: must(m.CLIP.EncodePrompts(m.Tok, affPrompts)),
+		TExo: must(m.CLIP.EncodePrompts(m.Tok, exoPrompts)),
+		FEgo: must(m.CLIP.DenseFeatures(b.Ego)),
+		FExo: must(m.CLIP.DenseFeatures(exo)),
+		DEgo: must(m.DINO.Features(b.Ego)),
+		DExo: must(m.DINO.Features(exo)),
+		E:    e, H: h, W: w,
+	}
+}
 
-	// 1–2. Text features and the CLIP affinity maps.
-	affPrompts, exoPrompts := m.prompts(labels)
-	tAff := must(m.CLIP.EncodePrompts(m.Tok, affPrompts))
-	tExo := must(m.CLIP.EncodePrompts(m.Tok, exoPrompts))
-	fEgo := must(m.CLIP.DenseFeatures(b.Ego))
-	fExo := must(m.CLIP.DenseFeatures(exo))
-	aff := discovery.Affinity(fEgo, fExo, tAff, tExo, e, h, w)
+func (m *Model) rest(b Batch, f *Features, o Options) *Result {
+	tau := o.Tau
+	if tau == 0 {
+		tau = losses.Tau
+	}
+	bsz, e, h, w := b.Label.Size(0), f.E, f.H, f.W
+	tAff, fEgo, fExo, dEgo, dExo := f.TAff, f.FEgo, f.FExo, f.DEgo, f.DExo
 
-	// 3. DINO descriptors and saliency.
-	dEgo := must(m.DINO.Features(b.Ego))
-	dExo := must(m.DINO.Features(exo))
+	// 2. The CLIP affinity maps.
+	aff := discovery.Affinity(fEgo, fExo, tAff, f.TExo, e, h, w)
 
 	// 4–5. Head and classification losses.
 	out := m.Head.Forward(dEgo.Key, dExo.Key, b.Label, e, h, w, true)

@@ -12,9 +12,15 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/affgd/affgd/data"
+	"github.com/affgd/affgd/discovery"
 	"github.com/affgd/affgd/models/clip"
 	"github.com/affgd/affgd/models/dino"
+	"github.com/affgd/affgd/models/head"
+	"github.com/affgd/affgd/models/tokenizer"
 	"github.com/affgd/affgd/torch"
+	"github.com/affgd/affgd/torch/optim"
+	"github.com/affgd/affgd/train"
 )
 
 func benchCommand() *cli.Command {
@@ -42,6 +48,22 @@ func benchCommand() *cli.Command {
 				&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, cuda or cuda:N"},
 			},
 			Action: benchBackbones,
+		}, {
+			Name: "step",
+			Usage: "one full training step (full-size backbones, a fresh Seen head: forward, backward, SGD step) vs the " +
+				"PyTorch reference of the released step, split into the backbones and the rest",
+			Flags: []cli.Flag{
+				&cli.IntFlag{Name: "threads", Value: runtime.NumCPU(), Usage: "intra-op threads, for both sides"},
+				&cli.StringFlag{Name: "python", EnvVars: []string{"AFFGD_PYTHON"}, Usage: "the venv's python, for the PyTorch side"},
+				&cli.IntFlag{Name: "batch", Value: 8, Usage: "ego images per step (B)"},
+				&cli.IntFlag{Name: "exo", Value: 3, Usage: "exo images per ego image (E)"},
+				&cli.IntFlag{Name: "size", Value: 224, Usage: "image side in pixels (a multiple of 16)"},
+				&cli.IntFlag{Name: "epoch", Value: 1, Usage: "0-based epoch (gating and the masks' CAM weighting start at 1)"},
+				&cli.IntFlag{Name: "iters", Value: 2, Usage: "timed steps per side, after one warm-up (median reported)"},
+				&cli.StringFlag{Name: "vocab", Usage: "CLIP's bpe_simple_vocab_16e6.txt.gz (default: $AFFGD_BPE_VOCAB, the venv's open_clip copy, then tests/testdata/tokenizer's)"},
+				&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu only: the reference step runs on the CPU"},
+			},
+			Action: benchStep,
 		}},
 	}
 }
@@ -230,4 +252,152 @@ func benchBackbones(c *cli.Context) error {
 		fmt.Printf("%-22s %12s %12s %12.3f\n", name, dur(goTimes[k]), dur(pyTimes[k]), goTimes[k]/pyTimes[k])
 	}
 	return nil
+}
+
+// benchStep times one training step on each side: total (forward, zero_grad, backward, SGD step)
+// and the backbone calls alone on the same batch, run in pairs; "rest" (head, part discovery,
+// losses, backward, optimizer) is the median of the pairs' differences.
+func benchStep(c *cli.Context) error {
+	threads := c.Int("threads")
+	if err := torch.SetNumThreads(threads); err != nil {
+		return err
+	}
+	py := c.String("python")
+	if py == "" {
+		return fmt.Errorf("bench: no python for the PyTorch side: pass --python or set AFFGD_PYTHON (make bench does)")
+	}
+	dev, err := torch.ParseDevice(c.String("device"))
+	if err != nil {
+		return err
+	}
+	if !dev.IsCPU() {
+		return fmt.Errorf("bench step: the reference step (tests/method/ref_step.py) runs on the CPU only; use --device cpu")
+	}
+	bsz, e, size := int64(c.Int("batch")), int64(c.Int("exo")), int64(c.Int("size"))
+	iters, epoch := max(1, c.Int("iters")), c.Int("epoch")
+	if bsz < 1 || e < 1 || size < 16 || size%16 != 0 {
+		return fmt.Errorf("bench step: want --batch ≥ 1, --exo ≥ 1 and --size a positive multiple of 16")
+	}
+	vocab := c.String("vocab")
+	if vocab == "" {
+		vocab = tokenizer.DefaultVocabPath()
+	}
+	if vocab == "" {
+		vocab = filepath.Join("tests", "testdata", "tokenizer", tokenizer.VocabFileName)
+	}
+	tok, err := tokenizer.Load(vocab)
+	if err != nil {
+		return err
+	}
+	classes := data.Seen.Classes()
+	goTimes := map[string]float64{}
+	err = torch.WithScope(func(s *torch.Scope) {
+		g, err := torch.NewGenerator(0, torch.CPU)
+		if err != nil {
+			torch.Fail("bench", "%v", err)
+		}
+		vit, err := dino.New(dino.ViTS16(), g, dev)
+		if err != nil {
+			torch.Fail("bench", "%v", err)
+		}
+		defer vit.Free()
+		cm, err := clip.New(clip.ViTB16(), g)
+		if err != nil {
+			torch.Fail("bench", "%v", err)
+		}
+		defer cm.Free()
+		m := &train.Model{DINO: vit, CLIP: cm, Head: head.New(int64(len(classes)), g, dev), Tok: tok, Classes: classes}
+		opt, err := optim.NewSGD(m.Head.ParamGroups(train.BaseLR))
+		if err != nil {
+			torch.Fail("bench", "%v", err)
+		}
+		// The Python side's labels: (5·i) mod K.
+		labels := make([]int64, bsz)
+		for i := range labels {
+			labels[i] = int64(5*i) % int64(len(classes))
+		}
+		b := train.Batch{
+			Ego:   torch.Randn([]int64{bsz, 3, size, size}, g).To(dev),
+			Exo:   torch.Randn([]int64{bsz, e, 3, size, size}, g).To(dev),
+			Label: torch.FromSliceOn(labels, dev, bsz),
+		}
+		kg, err := torch.NewGenerator(0, torch.CPU) // draws the K-means initialisations
+		if err != nil {
+			torch.Fail("bench", "%v", err)
+		}
+		o := train.Options{Epoch: epoch, Discovery: discovery.DefaultOptions(), Gen: kg}
+		// Each round: the backbones (train.Model.Backbones), then the rest of the step from their
+		// features (head, part discovery, losses, backward, SGD), both in one scope, timed apart.
+		round := func() (tb, tr float64) {
+			err := torch.WithScope(func(*torch.Scope) {
+				torch.Synchronize(dev)
+				t0 := time.Now()
+				f, err := m.Backbones(b)
+				if err != nil {
+					torch.Fail("bench", "%v", err)
+				}
+				torch.Synchronize(dev)
+				t1 := time.Now()
+				r, err := m.ForwardFeatures(b, f, o)
+				if err != nil {
+					torch.Fail("bench", "%v", err)
+				}
+				opt.ZeroGrad()
+				r.Loss.Backward()
+				opt.Step()
+				torch.Synchronize(dev)
+				tb, tr = t1.Sub(t0).Seconds(), time.Since(t1).Seconds()
+			})
+			if err != nil {
+				torch.Fail("bench", "%v", err)
+			}
+			return tb, tr
+		}
+		var steps, bbs, rests []float64
+		for i := 0; i <= iters; i++ { // one warm-up round
+			tb, tr := round()
+			if i > 0 {
+				steps, bbs, rests = append(steps, tb+tr), append(bbs, tb), append(rests, tr)
+			}
+		}
+		goTimes["step"], goTimes["backbones"], goTimes["rest"] = medianOf(steps), medianOf(bbs), medianOf(rests)
+	})
+	if err != nil {
+		return err
+	}
+	script := filepath.Join("tests", "bench", "bench_step.py")
+	cmd := exec.Command(py, script, "--threads", fmt.Sprint(threads), "--batch", fmt.Sprint(bsz), "--exo", fmt.Sprint(e),
+		"--size", fmt.Sprint(size), "--epoch", fmt.Sprint(epoch), "--iters", fmt.Sprint(iters), "--vocab", vocab,
+		"--divide", string(data.Seen), "--device", dev.String())
+	cmd.Stderr = os.Stderr
+	outb, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("bench: running the PyTorch side (%s %s): %v", py, script, err)
+	}
+	pyTimes := map[string]float64{}
+	if err := json.Unmarshal(outb, &pyTimes); err != nil {
+		return fmt.Errorf("bench: reading the PyTorch side's output: %v", err)
+	}
+	fmt.Printf("libtorch %s, device %s, %d thread(s), B=%d E=%d at %d×%d, epoch %d, Seen head (%d classes), median of %d\n",
+		torch.Version(), dev, threads, bsz, e, size, size, epoch, len(classes), iters)
+	fmt.Printf("%-36s %12s %12s %12s %12s\n", "part", "Go", "PyTorch", "Go/PyTorch", "speed-up")
+	for _, k := range []string{"backbones", "rest", "step"} {
+		name := map[string]string{
+			"backbones": "backbones (CLIP text+dense, DINO)",
+			"rest":      "rest (head, discovery, losses, backward, SGD)",
+			"step":      "whole step",
+		}[k]
+		r := func(t float64) string {
+			return time.Duration(t * float64(time.Second)).Round(time.Millisecond).String()
+		}
+		fmt.Printf("%-36s %12s %12s %12.3f %11.2f×\n", name, r(goTimes[k]), r(pyTimes[k]), goTimes[k]/pyTimes[k], pyTimes[k]/goTimes[k])
+	}
+	return nil
+}
+
+// medianOf returns the middle value of xs (the upper one of an even count), as the other benches.
+func medianOf(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	return s[len(s)/2]
 }
