@@ -89,22 +89,11 @@ func timeit(dev torch.Device, iters int, fn func()) float64 {
 }
 
 func benchOps(c *cli.Context) error {
-	threads := c.Int("threads")
-	if err := torch.SetNumThreads(threads); err != nil {
-		return err
-	}
-	py := c.String("python")
-	if py == "" {
-		return fmt.Errorf("bench: no python for the PyTorch side: pass --python or set AFFGD_PYTHON (make bench does)")
-	}
-	scale := c.Float64("scale")
-	dev, err := torch.ParseDevice(c.String("device"))
+	threads, py, dev, err := benchSetup(c)
 	if err != nil {
 		return err
 	}
-	if err := torch.CheckDevice(dev); err != nil {
-		return err
-	}
+	scale := c.Float64("scale")
 	n := func(k int) int { return max(1, int(float64(k)*scale)) }
 	goTimes := map[string]float64{}
 	err = torch.WithScope(func(s *torch.Scope) {
@@ -132,15 +121,9 @@ func benchOps(c *cli.Context) error {
 		return err
 	}
 	script := filepath.Join("tests", "bench", "bench_ops.py")
-	cmd := exec.Command(py, script, "--threads", fmt.Sprint(threads), "--scale", fmt.Sprint(scale), "--device", dev.String())
-	cmd.Stderr = os.Stderr
-	outb, err := cmd.Output()
+	pyTimes, err := runPython(py, script, "--threads", fmt.Sprint(threads), "--scale", fmt.Sprint(scale), "--device", dev.String())
 	if err != nil {
-		return fmt.Errorf("bench: running the PyTorch side (%s %s): %v", py, script, err)
-	}
-	pyTimes := map[string]float64{}
-	if err := json.Unmarshal(outb, &pyTimes); err != nil {
-		return fmt.Errorf("bench: reading the PyTorch side's output: %v", err)
+		return err
 	}
 	fmt.Printf("libtorch %s, device %s, %d thread(s), %s/%s, %d CPU(s)\n", torch.Version(), dev, threads, runtime.GOOS, runtime.GOARCH, runtime.NumCPU())
 	fmt.Printf("%-14s %14s %14s %12s\n", "op", "Go", "PyTorch", "Go/PyTorch")
@@ -150,22 +133,45 @@ func benchOps(c *cli.Context) error {
 	return nil
 }
 
+// benchSetup reads the flags every bench command shares: it sets the thread count and returns it,
+// the PyTorch side's interpreter and the device (checked to exist).
+func benchSetup(c *cli.Context) (threads int, py string, dev torch.Device, err error) {
+	threads = c.Int("threads")
+	if err = torch.SetNumThreads(threads); err != nil {
+		return
+	}
+	if py = c.String("python"); py == "" {
+		err = fmt.Errorf("bench: no python for the PyTorch side: pass --python or set AFFGD_PYTHON (make bench does)")
+		return
+	}
+	if dev, err = torch.ParseDevice(c.String("device")); err != nil {
+		return
+	}
+	err = torch.CheckDevice(dev)
+	return
+}
+
+// runPython runs the PyTorch side of a benchmark, a script under tests/bench printing one JSON
+// object of seconds by name, and returns that object.
+func runPython(py, script string, args ...string) (map[string]float64, error) {
+	cmd := exec.Command(py, append([]string{script}, args...)...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("bench: running the PyTorch side (%s %s): %v", py, script, err)
+	}
+	times := map[string]float64{}
+	if err := json.Unmarshal(out, &times); err != nil {
+		return nil, fmt.Errorf("bench: reading the PyTorch side's output: %v", err)
+	}
+	return times, nil
+}
+
 func dur(s float64) string { return time.Duration(s * float64(time.Second)).String() }
 
 func benchBackbones(c *cli.Context) error {
-	threads := c.Int("threads")
-	if err := torch.SetNumThreads(threads); err != nil {
-		return err
-	}
-	py := c.String("python")
-	if py == "" {
-		return fmt.Errorf("bench: no python for the PyTorch side: pass --python or set AFFGD_PYTHON (make bench does)")
-	}
-	dev, err := torch.ParseDevice(c.String("device"))
+	threads, py, dev, err := benchSetup(c)
 	if err != nil {
-		return err
-	}
-	if err := torch.CheckDevice(dev); err != nil {
 		return err
 	}
 	torch.SetAllowTF32(false, false)
@@ -232,16 +238,10 @@ func benchBackbones(c *cli.Context) error {
 		return err
 	}
 	script := filepath.Join("tests", "bench", "bench_backbones.py")
-	cmd := exec.Command(py, script, "--threads", fmt.Sprint(threads), "--batch", fmt.Sprint(batch),
+	pyTimes, err := runPython(py, script, "--threads", fmt.Sprint(threads), "--batch", fmt.Sprint(batch),
 		"--iters", fmt.Sprint(iters), "--device", dev.String())
-	cmd.Stderr = os.Stderr
-	outb, err := cmd.Output()
 	if err != nil {
-		return fmt.Errorf("bench: running the PyTorch side (%s %s): %v", py, script, err)
-	}
-	pyTimes := map[string]float64{}
-	if err := json.Unmarshal(outb, &pyTimes); err != nil {
-		return fmt.Errorf("bench: reading the PyTorch side's output: %v", err)
+		return err
 	}
 	goTimes["total"] = goTimes["dino"] + goTimes["clip"]
 	pyTimes["total"] = pyTimes["dino"] + pyTimes["clip"]
@@ -258,15 +258,7 @@ func benchBackbones(c *cli.Context) error {
 // and the backbone calls alone on the same batch, run in pairs; "rest" (head, part discovery,
 // losses, backward, optimizer) is the median of the pairs' differences.
 func benchStep(c *cli.Context) error {
-	threads := c.Int("threads")
-	if err := torch.SetNumThreads(threads); err != nil {
-		return err
-	}
-	py := c.String("python")
-	if py == "" {
-		return fmt.Errorf("bench: no python for the PyTorch side: pass --python or set AFFGD_PYTHON (make bench does)")
-	}
-	dev, err := torch.ParseDevice(c.String("device"))
+	threads, py, dev, err := benchSetup(c)
 	if err != nil {
 		return err
 	}
@@ -366,17 +358,11 @@ func benchStep(c *cli.Context) error {
 		return err
 	}
 	script := filepath.Join("tests", "bench", "bench_step.py")
-	cmd := exec.Command(py, script, "--threads", fmt.Sprint(threads), "--batch", fmt.Sprint(bsz), "--exo", fmt.Sprint(e),
+	pyTimes, err := runPython(py, script, "--threads", fmt.Sprint(threads), "--batch", fmt.Sprint(bsz), "--exo", fmt.Sprint(e),
 		"--size", fmt.Sprint(size), "--epoch", fmt.Sprint(epoch), "--iters", fmt.Sprint(iters), "--vocab", vocab,
 		"--divide", string(data.Seen), "--device", dev.String())
-	cmd.Stderr = os.Stderr
-	outb, err := cmd.Output()
 	if err != nil {
-		return fmt.Errorf("bench: running the PyTorch side (%s %s): %v", py, script, err)
-	}
-	pyTimes := map[string]float64{}
-	if err := json.Unmarshal(outb, &pyTimes); err != nil {
-		return fmt.Errorf("bench: reading the PyTorch side's output: %v", err)
+		return err
 	}
 	fmt.Printf("libtorch %s, device %s, %d thread(s), B=%d E=%d at %d×%d, epoch %d, Seen head (%d classes), median of %d\n",
 		torch.Version(), dev, threads, bsz, e, size, size, epoch, len(classes), iters)
