@@ -80,3 +80,11 @@ func WithScope(fn func(s *Scope)) error {
 	defer s.Close()
 	return Try(func() { fn(s) })
 }
+
+// NoGradScope is [WithScope] with gradient recording off: the shape of every frozen forward
+// (backbones, inference). Tensors fn passes to s.Keep survive into the caller's scope.
+func NoGradScope(fn func(s *Scope)) error {
+	var err error
+	NoGrad(func() { err = WithScope(fn) })
+	return err
+}

@@ -124,13 +124,7 @@ func (m *Model) DenseFeatures(x *torch.Tensor) (*torch.Tensor, error) {
 		return nil, err
 	}
 	var out *torch.Tensor
-	err := torch.Try(func() {
-		torch.NoGrad(func() {
-			s := torch.NewScope()
-			defer s.Close()
-			out = s.Keep(m.denseFeatures(x))
-		})
-	})
+	err := torch.NoGradScope(func(s *torch.Scope) { out = s.Keep(m.denseFeatures(x)) })
 	if err != nil {
 		return nil, fmt.Errorf("clip: DenseFeatures: %w", err)
 	}
@@ -197,13 +191,7 @@ func (m *Model) EncodeText(tokens *torch.Tensor) (*torch.Tensor, error) {
 		return nil, err
 	}
 	var out *torch.Tensor
-	err := torch.Try(func() {
-		torch.NoGrad(func() {
-			s := torch.NewScope()
-			defer s.Close()
-			out = s.Keep(m.encodeText(tokens))
-		})
-	})
+	err := torch.NoGradScope(func(s *torch.Scope) { out = s.Keep(m.encodeText(tokens)) })
 	if err != nil {
 		return nil, fmt.Errorf("clip: EncodeText: %w", err)
 	}

@@ -110,11 +110,7 @@ func (b *Block) forward(x *torch.Tensor) *torch.Tensor {
 // run runs fn under NoGrad inside a scope, converting tensor failures into an error that names
 // what failed; fn keeps its results with the scope.
 func run(what string, fn func(s *torch.Scope)) error {
-	var err error
-	torch.NoGrad(func() {
-		err = torch.WithScope(fn)
-	})
-	if err != nil {
+	if err := torch.NoGradScope(fn); err != nil {
 		return fmt.Errorf("dino: %s: %w", what, err)
 	}
 	return nil
