@@ -3,9 +3,7 @@ package train_test
 import (
 	"math"
 	"path/filepath"
-	"runtime"
 	"testing"
-	"time"
 
 	"github.com/affgd/affgd/data"
 	"github.com/affgd/affgd/discovery"
@@ -78,9 +76,7 @@ func TestStepsRunWithFlatMemory(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		runtime.GC()
-		time.Sleep(10 * time.Millisecond)
-		live = append(live, torch.LiveTensors())
+		live = append(live, testref.Settle(torch.LiveTensors))
 	}
 	if live[len(live)-1] > live[1] {
 		t.Errorf("live tensors grew from step to step: %v", live)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"testing"
+	"time"
 )
 
 // Root returns the reference-data directory: $AFFGD_TESTDATA, or tests/testdata in the repository.
@@ -50,4 +51,21 @@ func RepoRoot() string {
 // Script returns the path of a helper script under tests/, e.g. Script("nn", "check_equal.py").
 func Script(parts ...string) string {
 	return filepath.Join(append([]string{RepoRoot(), "tests"}, parts...)...)
+}
+
+// Settle runs the garbage collector until live() (torch.LiveTensors) stays the same three times
+// in a row, and returns that count. Tensors left unreachable by earlier tests are freed by runtime
+// cleanups at arbitrary moments; a test that counts live tensors measures from a settled count.
+func Settle(live func() int64) int64 {
+	n, stable := live(), 0
+	for i := 0; i < 100 && stable < 3; i++ {
+		runtime.GC()
+		time.Sleep(5 * time.Millisecond)
+		if m := live(); m == n {
+			stable++
+		} else {
+			n, stable = m, 0
+		}
+	}
+	return n
 }

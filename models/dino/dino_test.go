@@ -9,7 +9,6 @@ import (
 	"runtime"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/affgd/affgd/internal/testref"
 	"github.com/affgd/affgd/models/dino"
@@ -451,19 +450,7 @@ func TestNoLeak(t *testing.T) {
 
 // settle collects garbage until the shim's count of live tensors stops changing (unreachable
 // tensors of earlier tests are freed by runtime cleanups, asynchronously) and returns it.
-func settle() int64 {
-	n, stable := torch.LiveTensors(), 0
-	for i := 0; i < 100 && stable < 3; i++ {
-		runtime.GC()
-		time.Sleep(5 * time.Millisecond)
-		if m := torch.LiveTensors(); m == n {
-			stable++
-		} else {
-			n, stable = m, 0
-		}
-	}
-	return n
-}
+func settle() int64 { return testref.Settle(torch.LiveTensors) }
 
 // BenchmarkViTS16 times Features on a batch of 32 images at 224×224 (full-size ViT-S/16 with
 // random weights) on $AFFGD_TEST_DEVICE.

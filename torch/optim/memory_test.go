@@ -1,12 +1,11 @@
 package optim_test
 
 import (
+	"github.com/affgd/affgd/internal/testref"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/affgd/affgd/torch"
 	"github.com/affgd/affgd/torch/optim"
@@ -63,9 +62,8 @@ func TestTrainingLoopMemoryIsFlat(t *testing.T) {
 		case i == 1: // after the momentum buffers and gradients exist
 			// Let the collector free garbage left by earlier tests first, so that only this
 			// loop's tensors can move the counts (they may only go down from here, never up).
-			runtime.GC()
-			time.Sleep(50 * time.Millisecond)
-			live0, bytes0, rss0 = torch.LiveTensors(), torch.LiveBytes(), rssBytes(t)
+			live0 = testref.Settle(torch.LiveTensors)
+			bytes0, rss0 = torch.LiveBytes(), rssBytes(t)
 		case i > 1:
 			if l, b := torch.LiveTensors(), torch.LiveBytes(); l > live0 || b > bytes0 {
 				t.Fatalf("step %d: %d live tensors (%d bytes), after step 1: %d (%d bytes)", i, l, b, live0, bytes0)
