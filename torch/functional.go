@@ -5,11 +5,15 @@ package torch
 */
 import "C"
 
+import "runtime"
+
 import "math"
 
 // Linear returns x·wᵀ + b, as F.linear; b may be nil.
 func Linear(x, w, b *Tensor) *Tensor {
 	var out C.at_tensor
+	defer runtime.KeepAlive(x)
+	defer runtime.KeepAlive(w)
 	check("linear", C.at_linear(hdl(x), hdl(w), hdl(b), &out))
 	return wrap(out)
 }
@@ -33,6 +37,8 @@ func Conv2d(x, w, b *Tensor, o Conv2dOptions) *Tensor {
 		o.Groups = 1
 	}
 	var out C.at_tensor
+	defer runtime.KeepAlive(x)
+	defer runtime.KeepAlive(w)
 	check("conv2d", C.at_conv2d(hdl(x), hdl(w), hdl(b), (*C.int64_t)(&o.Stride[0]), (*C.int64_t)(&o.Padding[0]),
 		(*C.int64_t)(&o.Dilation[0]), C.int64_t(o.Groups), &out))
 	return wrap(out)
@@ -43,6 +49,10 @@ func Conv2d(x, w, b *Tensor, o Conv2dOptions) *Tensor {
 // Any of w, b, runningMean, runningVar may be nil.
 func BatchNorm(x, w, b, runningMean, runningVar *Tensor, training bool, momentum, eps float64) *Tensor {
 	var out C.at_tensor
+	defer runtime.KeepAlive(x)
+	defer runtime.KeepAlive(w)
+	defer runtime.KeepAlive(runningMean)
+	defer runtime.KeepAlive(runningVar)
 	check("batch_norm", C.at_batch_norm(hdl(x), hdl(w), hdl(b), hdl(runningMean), hdl(runningVar),
 		cBool(training), C.double(momentum), C.double(eps), &out))
 	return wrap(out)
@@ -52,6 +62,8 @@ func BatchNorm(x, w, b, runningMean, runningVar *Tensor, training bool, momentum
 func LayerNorm(x *Tensor, shape []int64, w, b *Tensor, eps float64) *Tensor {
 	p, n := cInt64s(shape)
 	var out C.at_tensor
+	defer runtime.KeepAlive(x)
+	defer runtime.KeepAlive(w)
 	check("layer_norm", C.at_layer_norm(hdl(x), p, n, hdl(w), hdl(b), C.double(eps), &out))
 	return wrap(out)
 }
@@ -70,6 +82,7 @@ func AvgPool2d(x *Tensor, o AvgPool2dOptions) *Tensor {
 		o.Stride = o.Kernel
 	}
 	var out C.at_tensor
+	defer runtime.KeepAlive(x)
 	check("avg_pool2d", C.at_avg_pool2d(hdl(x), (*C.int64_t)(&o.Kernel[0]), (*C.int64_t)(&o.Stride[0]),
 		(*C.int64_t)(&o.Padding[0]), cBool(o.CeilMode), cBool(o.CountIncludePad), C.int64_t(o.DivisorOverride), &out))
 	return wrap(out)
@@ -81,6 +94,7 @@ func MaxPool2d(x *Tensor, kernel, stride, padding [2]int64, ceilMode bool) *Tens
 		stride = kernel
 	}
 	var out C.at_tensor
+	defer runtime.KeepAlive(x)
 	check("max_pool2d", C.at_max_pool2d(hdl(x), (*C.int64_t)(&kernel[0]), (*C.int64_t)(&stride[0]),
 		(*C.int64_t)(&padding[0]), cBool(ceilMode), &out))
 	return wrap(out)
@@ -89,6 +103,7 @@ func MaxPool2d(x *Tensor, kernel, stride, padding [2]int64, ceilMode bool) *Tens
 // AdaptiveAvgPool2d is F.adaptive_avg_pool2d to an oh×ow output.
 func AdaptiveAvgPool2d(x *Tensor, oh, ow int64) *Tensor {
 	var out C.at_tensor
+	defer runtime.KeepAlive(x)
 	check("adaptive_avg_pool2d", C.at_adaptive_avg_pool2d(hdl(x), C.int64_t(oh), C.int64_t(ow), &out))
 	return wrap(out)
 }
@@ -130,6 +145,7 @@ func Interpolate(x *Tensor, o InterpolateOptions) *Tensor {
 		w = int64(math.Floor(float64(s[3]) * o.Scale[1]))
 	}
 	var out C.at_tensor
+	defer runtime.KeepAlive(x)
 	check("interpolate", C.at_interpolate(hdl(x), C.int(o.Mode), C.int64_t(h), C.int64_t(w), cBool(hasScale),
 		C.double(o.Scale[0]), C.double(o.Scale[1]), cBool(o.AlignCorners), cBool(o.Antialias), &out))
 	return wrap(out)
@@ -154,6 +170,9 @@ func CrossEntropy(logits, target *Tensor, r Reduction) *Tensor {
 // CrossEntropyWith is F.cross_entropy with every option; weight may be nil.
 func CrossEntropyWith(logits, target, weight *Tensor, r Reduction, ignoreIndex int64, labelSmoothing float64) *Tensor {
 	var out C.at_tensor
+	defer runtime.KeepAlive(logits)
+	defer runtime.KeepAlive(target)
+	defer runtime.KeepAlive(weight)
 	check("cross_entropy", C.at_cross_entropy(hdl(logits), hdl(target), hdl(weight), C.int(r),
 		C.int64_t(ignoreIndex), C.double(labelSmoothing), &out))
 	return wrap(out)
@@ -167,6 +186,10 @@ func CrossEntropyWith(logits, target, weight *Tensor, r Reduction, ignoreIndex i
 // (the ones nn.MultiheadAttention uses), so give q, k, v the layout the PyTorch code gives them.
 func ScaledDotProductAttention(q, k, v, mask *Tensor, causal bool, scale float64) *Tensor {
 	var out C.at_tensor
+	defer runtime.KeepAlive(q)
+	defer runtime.KeepAlive(k)
+	defer runtime.KeepAlive(v)
+	defer runtime.KeepAlive(mask)
 	check("scaled_dot_product_attention", C.at_scaled_dot_product_attention(hdl(q), hdl(k), hdl(v), hdl(mask),
 		cBool(causal), cBool(scale > 0), C.double(scale), &out))
 	return wrap(out)
@@ -176,6 +199,8 @@ func ScaledDotProductAttention(q, k, v, mask *Tensor, causal bool, scale float64
 // global generator when g is nil) and scales the rest by 1/(1-p); otherwise it returns a copy.
 func Dropout(x *Tensor, p float64, training bool, g *Generator) *Tensor {
 	var out C.at_tensor
+	defer runtime.KeepAlive(x)
+	defer runtime.KeepAlive(g)
 	check("dropout", C.at_dropout(hdl(x), C.double(p), cBool(training), g.handle(), &out))
 	return wrap(out)
 }

@@ -81,6 +81,7 @@ func SaveTorchScript(path string, names []string, tensors []*Tensor) error {
 	if len(cnames) > 0 {
 		np = &cnames[0]
 	}
+	defer runtime.KeepAlive(tensors)
 	th, n, hs := handles(tensors)
 	e := C.at_jit_save_tensors(cp, np, th, n)
 	_ = hs

@@ -19,6 +19,8 @@ static at_err call_scalar_inplace(at_scalar_inplace_fn f, at_tensor a, double s)
 */
 import "C"
 
+import "runtime"
+
 // The shim's entry points, grouped by signature so that one Go helper calls each group.
 var (
 	op_contiguous = C.at_unary_fn(C.at_contiguous)
@@ -29,33 +31,41 @@ var (
 
 func (t *Tensor) unary(name string, f C.at_unary_fn) *Tensor {
 	var out C.at_tensor
+	defer runtime.KeepAlive(t)
 	check(name, C.call_unary(f, hdl(t), &out))
 	return wrap(out)
 }
 
 func (t *Tensor) unaryInPlace(name string, f C.at_unary_inplace_fn) *Tensor {
+	defer runtime.KeepAlive(t)
 	check(name, C.call_unary_inplace(f, hdl(t)))
 	return t
 }
 
 func (t *Tensor) binary(name string, f C.at_binary_fn, o *Tensor) *Tensor {
 	var out C.at_tensor
+	defer runtime.KeepAlive(t)
+	defer runtime.KeepAlive(o)
 	check(name, C.call_binary(f, hdl(t), hdl(o), &out))
 	return wrap(out)
 }
 
 func (t *Tensor) binaryInPlace(name string, f C.at_binary_inplace_fn, o *Tensor) *Tensor {
+	defer runtime.KeepAlive(t)
+	defer runtime.KeepAlive(o)
 	check(name, C.call_binary_inplace(f, hdl(t), hdl(o)))
 	return t
 }
 
 func (t *Tensor) scalar(name string, f C.at_scalar_fn, s float64) *Tensor {
 	var out C.at_tensor
+	defer runtime.KeepAlive(t)
 	check(name, C.call_scalar(f, hdl(t), C.double(s), &out))
 	return wrap(out)
 }
 
 func (t *Tensor) scalarInPlace(name string, f C.at_scalar_inplace_fn, s float64) *Tensor {
+	defer runtime.KeepAlive(t)
 	check(name, C.call_scalar_inplace(f, hdl(t), C.double(s)))
 	return t
 }
@@ -365,12 +375,16 @@ func (t *Tensor) ClampMax_(s float64) *Tensor {
 // AddAlpha returns t + alpha*o, as torch.add(t, o, alpha=alpha).
 func (t *Tensor) AddAlpha(o *Tensor, alpha float64) *Tensor {
 	var out C.at_tensor
+	defer runtime.KeepAlive(t)
+	defer runtime.KeepAlive(o)
 	check("add", C.at_add_alpha(hdl(t), hdl(o), C.double(alpha), &out))
 	return wrap(out)
 }
 
 // AddAlpha_ adds alpha*o to t in place, as t.add_(o, alpha=alpha), and returns t.
 func (t *Tensor) AddAlpha_(o *Tensor, alpha float64) *Tensor {
+	defer runtime.KeepAlive(t)
+	defer runtime.KeepAlive(o)
 	check("add_", C.at_add_alpha_(hdl(t), hdl(o), C.double(alpha)))
 	return t
 }
@@ -378,12 +392,14 @@ func (t *Tensor) AddAlpha_(o *Tensor, alpha float64) *Tensor {
 // Clamp limits t to [min, max]; a NaN bound means none on that side.
 func (t *Tensor) Clamp(min, max float64) *Tensor {
 	var out C.at_tensor
+	defer runtime.KeepAlive(t)
 	check("clamp", C.at_clamp(hdl(t), cBool(min == min), C.double(min), cBool(max == max), C.double(max), &out))
 	return wrap(out)
 }
 
 // Clamp_ is [Tensor.Clamp] in place; it returns t.
 func (t *Tensor) Clamp_(min, max float64) *Tensor {
+	defer runtime.KeepAlive(t)
 	check("clamp_", C.at_clamp_(hdl(t), cBool(min == min), C.double(min), cBool(max == max), C.double(max)))
 	return t
 }
@@ -396,6 +412,7 @@ func (t *Tensor) GeluTanh() *Tensor { return t.gelu(true) }
 
 func (t *Tensor) gelu(tanh bool) *Tensor {
 	var out C.at_tensor
+	defer runtime.KeepAlive(t)
 	check("gelu", C.at_gelu(hdl(t), cBool(tanh), &out))
 	return wrap(out)
 }
@@ -403,6 +420,7 @@ func (t *Tensor) gelu(tanh bool) *Tensor {
 // Softmax returns the softmax along dim.
 func (t *Tensor) Softmax(dim int64) *Tensor {
 	var out C.at_tensor
+	defer runtime.KeepAlive(t)
 	check("softmax", C.at_softmax(hdl(t), C.int64_t(dim), &out))
 	return wrap(out)
 }
@@ -410,6 +428,7 @@ func (t *Tensor) Softmax(dim int64) *Tensor {
 // LogSoftmax returns the log-softmax along dim.
 func (t *Tensor) LogSoftmax(dim int64) *Tensor {
 	var out C.at_tensor
+	defer runtime.KeepAlive(t)
 	check("log_softmax", C.at_log_softmax(hdl(t), C.int64_t(dim), &out))
 	return wrap(out)
 }

@@ -34,18 +34,22 @@ func (g *Generator) handle() C.at_generator {
 
 // Seed re-seeds the generator.
 func (g *Generator) Seed(seed uint64) {
+	defer runtime.KeepAlive(g)
 	check("manual_seed", C.at_generator_seed(g.handle(), C.uint64_t(seed)))
 }
 
 // State returns the generator's state as a uint8 tensor (to save and restore a run).
 func (g *Generator) State() *Tensor {
 	var out C.at_tensor
+	defer runtime.KeepAlive(g)
 	check("get_state", C.at_generator_get_state(g.handle(), &out))
 	return wrap(out)
 }
 
 // SetState restores a state returned by [Generator.State].
 func (g *Generator) SetState(s *Tensor) {
+	defer runtime.KeepAlive(s)
+	defer runtime.KeepAlive(g)
 	check("set_state", C.at_generator_set_state(g.handle(), hdl(s)))
 }
 
@@ -54,6 +58,7 @@ func Rand(shape []int64, g *Generator, opts ...Option) *Tensor {
 	o := makeOptions(Float32, opts)
 	p, n := cInt64s(shape)
 	var out C.at_tensor
+	defer runtime.KeepAlive(g)
 	check("rand", C.at_rand(p, n, C.int(o.dtype), C.int(o.device.Index()), g.handle(), &out))
 	return wrap(out)
 }
@@ -63,6 +68,7 @@ func Randn(shape []int64, g *Generator, opts ...Option) *Tensor {
 	o := makeOptions(Float32, opts)
 	p, n := cInt64s(shape)
 	var out C.at_tensor
+	defer runtime.KeepAlive(g)
 	check("randn", C.at_randn(p, n, C.int(o.dtype), C.int(o.device.Index()), g.handle(), &out))
 	return wrap(out)
 }
@@ -72,6 +78,7 @@ func Randint(low, high int64, shape []int64, g *Generator, opts ...Option) *Tens
 	o := makeOptions(Int64, opts)
 	p, n := cInt64s(shape)
 	var out C.at_tensor
+	defer runtime.KeepAlive(g)
 	check("randint", C.at_randint(C.int64_t(low), C.int64_t(high), p, n, C.int(o.dtype), C.int(o.device.Index()), g.handle(), &out))
 	return wrap(out)
 }
@@ -80,18 +87,23 @@ func Randint(low, high int64, shape []int64, g *Generator, opts ...Option) *Tens
 func Randperm(n int64, g *Generator, opts ...Option) *Tensor {
 	o := makeOptions(Int64, opts)
 	var out C.at_tensor
+	defer runtime.KeepAlive(g)
 	check("randperm", C.at_randperm(C.int64_t(n), C.int(o.dtype), C.int(o.device.Index()), g.handle(), &out))
 	return wrap(out)
 }
 
 // Uniform_ fills t with samples uniform in [from, to) and returns t.
 func (t *Tensor) Uniform_(from, to float64, g *Generator) *Tensor {
+	defer runtime.KeepAlive(t)
+	defer runtime.KeepAlive(g)
 	check("uniform_", C.at_uniform_(hdl(t), C.double(from), C.double(to), g.handle()))
 	return t
 }
 
 // Normal_ fills t with normal samples and returns t.
 func (t *Tensor) Normal_(mean, std float64, g *Generator) *Tensor {
+	defer runtime.KeepAlive(t)
+	defer runtime.KeepAlive(g)
 	check("normal_", C.at_normal_(hdl(t), C.double(mean), C.double(std), g.handle()))
 	return t
 }
@@ -99,6 +111,8 @@ func (t *Tensor) Normal_(mean, std float64, g *Generator) *Tensor {
 // Bernoulli draws 0/1 with the probabilities in t.
 func (t *Tensor) Bernoulli(g *Generator) *Tensor {
 	var out C.at_tensor
+	defer runtime.KeepAlive(t)
+	defer runtime.KeepAlive(g)
 	check("bernoulli", C.at_bernoulli(hdl(t), g.handle(), &out))
 	return wrap(out)
 }

@@ -39,6 +39,7 @@ func NewScope() *Scope {
 func (s *Scope) Keep(ts ...*Tensor) *Tensor {
 	for _, t := range ts {
 		if t != nil {
+			defer runtime.KeepAlive(t)
 			C.at_scope_keep(t.h)
 		}
 	}
@@ -53,6 +54,7 @@ func (s *Scope) Keep(ts ...*Tensor) *Tensor {
 // inside a scope use it. It returns t.
 func Escape(t *Tensor) *Tensor {
 	if t != nil {
+		defer runtime.KeepAlive(t)
 		C.at_scope_escape(t.h)
 	}
 	return t

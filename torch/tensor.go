@@ -65,16 +65,21 @@ func hdl(t *Tensor) C.at_tensor {
 // idempotent and safe on a nil tensor.
 func (t *Tensor) Free() {
 	if t != nil {
+		defer runtime.KeepAlive(t)
 		C.at_release(t.h)
 	}
 }
 
 // Released reports whether the tensor was freed or its scope closed.
-func (t *Tensor) Released() bool { return t == nil || C.at_is_released(t.h) != 0 }
+func (t *Tensor) Released() bool {
+	defer runtime.KeepAlive(t)
+	return t == nil || C.at_is_released(t.h) != 0
+}
 
 // Dim returns the number of dimensions.
 func (t *Tensor) Dim() int {
 	var n C.int64_t
+	defer runtime.KeepAlive(t)
 	check("dim", C.at_dim(hdl(t), &n))
 	return int(n)
 }
@@ -83,6 +88,7 @@ func (t *Tensor) Dim() int {
 func (t *Tensor) Shape() []int64 {
 	n := t.Dim()
 	s := make([]int64, n+1)
+	defer runtime.KeepAlive(t)
 	check("sizes", C.at_sizes(t.h, (*C.int64_t)(unsafe.Pointer(&s[0])), C.int(n)))
 	return s[:n]
 }
@@ -103,6 +109,7 @@ func (t *Tensor) Size(d int) int64 {
 func (t *Tensor) Strides() []int64 {
 	n := t.Dim()
 	s := make([]int64, n+1)
+	defer runtime.KeepAlive(t)
 	check("strides", C.at_strides(t.h, (*C.int64_t)(unsafe.Pointer(&s[0])), C.int(n)))
 	return s[:n]
 }
@@ -110,6 +117,7 @@ func (t *Tensor) Strides() []int64 {
 // DType returns the element type.
 func (t *Tensor) DType() DType {
 	var d C.int
+	defer runtime.KeepAlive(t)
 	check("dtype", C.at_dtype(hdl(t), &d))
 	return DType(d)
 }
@@ -117,6 +125,7 @@ func (t *Tensor) DType() DType {
 // Device returns the device the tensor lives on.
 func (t *Tensor) Device() Device {
 	var d C.int
+	defer runtime.KeepAlive(t)
 	check("device", C.at_device(hdl(t), &d))
 	return deviceFromC(int(d))
 }
@@ -124,6 +133,7 @@ func (t *Tensor) Device() Device {
 // Numel returns the number of elements.
 func (t *Tensor) Numel() int64 {
 	var n C.int64_t
+	defer runtime.KeepAlive(t)
 	check("numel", C.at_numel(hdl(t), &n))
 	return int64(n)
 }
@@ -131,6 +141,7 @@ func (t *Tensor) Numel() int64 {
 // IsContiguous reports whether the tensor is C-contiguous in memory.
 func (t *Tensor) IsContiguous() bool {
 	var v C.int
+	defer runtime.KeepAlive(t)
 	check("is_contiguous", C.at_is_contiguous(hdl(t), &v))
 	return v != 0
 }
@@ -144,6 +155,7 @@ func (t *Tensor) String() string {
 		return "<released tensor>"
 	}
 	var s *C.char
+	defer runtime.KeepAlive(t)
 	if err := errFrom("to_string", C.at_to_string(t.h, &s)); err != nil {
 		return "<" + err.Error() + ">"
 	}
@@ -297,6 +309,7 @@ func Data[T Element](t *Tensor) []T {
 	if n > 0 {
 		p = unsafe.Pointer(&out[0])
 	}
+	defer runtime.KeepAlive(t)
 	check("copy_data", C.at_copy_data(hdl(t), p, C.int64_t(n*int64(unsafe.Sizeof(z))), C.int(dtypeOf[T]())))
 	return out
 }
@@ -322,6 +335,7 @@ func (t *Tensor) Bytes() []byte {
 	if n > 0 {
 		p = unsafe.Pointer(&out[0])
 	}
+	defer runtime.KeepAlive(t)
 	check("copy_data", C.at_copy_data(t.h, p, C.int64_t(n), C.int(dt)))
 	return out
 }
@@ -329,6 +343,7 @@ func (t *Tensor) Bytes() []byte {
 // Item returns the value of a one-element tensor as float64.
 func (t *Tensor) Item() float64 {
 	var v C.double
+	defer runtime.KeepAlive(t)
 	check("item", C.at_item(hdl(t), &v))
 	return float64(v)
 }
@@ -336,6 +351,7 @@ func (t *Tensor) Item() float64 {
 // ItemInt returns the value of a one-element tensor as int64.
 func (t *Tensor) ItemInt() int64 {
 	var v C.int64_t
+	defer runtime.KeepAlive(t)
 	check("item", C.at_item_int(hdl(t), &v))
 	return int64(v)
 }
@@ -345,6 +361,7 @@ func (t *Tensor) ItemInt() int64 {
 // To returns the tensor on device d (the tensor itself shares storage when already there).
 func (t *Tensor) To(d Device) *Tensor {
 	var out C.at_tensor
+	defer runtime.KeepAlive(t)
 	check("to", C.at_to(hdl(t), -1, C.int(d.Index()), &out))
 	return wrap(out)
 }
@@ -352,6 +369,7 @@ func (t *Tensor) To(d Device) *Tensor {
 // ToDType returns the tensor converted to dtype dt on its device.
 func (t *Tensor) ToDType(dt DType) *Tensor {
 	var out C.at_tensor
+	defer runtime.KeepAlive(t)
 	check("to", C.at_to(hdl(t), C.int(dt), C.int(t.Device().Index()), &out))
 	return wrap(out)
 }
