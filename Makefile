@@ -56,6 +56,7 @@ endef
 $(foreach g,$(GENERATORS),$(eval $(call GEN_RULE,$(g))))
 # The method's reference builds on the backbones' reference modules.
 $(TESTDATA)/method/.stamp: tests/dino/gen_dino.py tests/clip/gen_clip.py
+$(TESTDATA)/checkpoint/.stamp: tests/method/ref_step.py tests/dino/gen_dino.py tests/clip/gen_clip.py
 
 testdata: deps $(STAMPS)
 
@@ -68,7 +69,7 @@ bench: build testdata
 	go test -run '^$$' -bench . -benchtime 2s ./...
 
 demo: build
-	bin/affgd info
+	scripts/demo.sh
 
 # Prebuilt Go test binaries for scripts/cuda-check.sh on a CUDA machine without Go.
 cuda-bundle: build testdata

@@ -43,6 +43,7 @@ type Options struct {
 	KMeansInit map[int][]int64   // injected initial centroids by sample (parity checks)
 	Gen        *torch.Generator  // draws the K-means initialisations not injected
 	Tau        float64           // contrastive temperature; 0 means losses.Tau
+	Gamma2     float64           // pixel-loss anchor threshold γ2; 0 means Gamma2 (0.6)
 }
 
 // Result holds what one forward computed, with the names of the parity dump (docs/PARITY.md).
@@ -211,7 +212,11 @@ func (m *Model) rest(b Batch, f *Features, o Options) *Result {
 	bgEgo, bgExo := kEgo.RSubScalar(1), kExo.RSubScalar(1)
 
 	// 9. Pixel contrastive loss on the anchors of the binarised CLIP ego map.
-	bin := minMaxNoEps(aff.SEgo).GtScalar(Gamma2).ToDType(torch.Float32)
+	gamma2 := o.Gamma2
+	if gamma2 == 0 {
+		gamma2 = Gamma2
+	}
+	bin := minMaxNoEps(aff.SEgo).GtScalar(gamma2).ToDType(torch.Float32)
 	lPix, emptyPix := losses.PixelContrast(out.Q, bin, tAff, fEgo, fExo, e, tau)
 
 	// 10. Prototypical contrastive loss; reliable samples weight the anchor by the CLIP map.

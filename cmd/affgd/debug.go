@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 
@@ -48,7 +49,7 @@ func debugCommand() *cli.Command {
 			Usage:  "test_forward: cam, ree and rem maps for an ego+label batch",
 			Flags:  modelFlags(),
 			Action: debugInfer,
-		}},
+		}, debugMetricsCommand()},
 	}
 }
 
@@ -135,4 +136,47 @@ func debugInfer(c *cli.Context) error {
 		return err
 	}
 	return dump(c.String("out"), map[string]*torch.Tensor{"cam": maps.CAM, "ree": maps.REE, "rem": maps.REM})
+}
+
+func debugMetricsCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "metrics",
+		Usage: "KLD, SIM and NSS of one (h, w) map against one GT png, exactly as eval computes them",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "pred", Required: true, Usage: "the predicted map: .npy, 2-D (h, w), any float type"},
+			&cli.StringFlag{Name: "gt", Required: true, Usage: "the GT mask png (grey levels 0..255)"},
+			&cli.BoolFlag{Name: "json", Usage: `print {"kld": .., "sim": .., "nss": ..} (NaN as null)`},
+		},
+		Action: debugMetrics,
+	}
+}
+
+func debugMetrics(c *cli.Context) error {
+	s := torch.NewScope()
+	defer s.Close()
+	pred, err := npy.LoadTensor(c.String("pred"))
+	if err != nil {
+		return err
+	}
+	if pred.Dim() != 2 {
+		return fmt.Errorf("%s: want a 2-D (h, w) map, got shape %v", c.String("pred"), pred.Shape())
+	}
+	gt, err := data.LoadGT(c.String("gt"))
+	if err != nil {
+		return err
+	}
+	var sc data.Scores
+	if err := torch.Try(func() { sc, err = data.Evaluate(pred.ToDType(torch.Float32), gt) }); err != nil {
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		out, _ := json.Marshal(map[string]any{"kld": jsonNum(sc.KLD), "sim": jsonNum(sc.SIM), "nss": jsonNum(sc.NSS)})
+		fmt.Println(string(out))
+		return nil
+	}
+	fmt.Printf("KLD %.10g\nSIM %.10g\nNSS %.10g\n", sc.KLD, sc.SIM, sc.NSS)
+	return nil
 }

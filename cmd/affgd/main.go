@@ -15,6 +15,10 @@ func main() {
 		Usage: "weakly supervised affordance grounding (Selective Contrastive Learning) on libtorch",
 		Commands: []*cli.Command{
 			infoCommand(),
+			synthCommand(),
+			trainCommand(),
+			evalCommand(),
+			predictCommand(),
 			benchCommand(),
 			debugCommand(),
 		},

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/urfave/cli/v2"
+	"gopkg.in/yaml.v3"
+
+	"github.com/affgd/affgd/trainer"
+)
+
+// flagName is the command-line spelling of a config key (batch_size → batch-size).
+func flagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
+
+func trainCommand() *cli.Command {
+	flags := []cli.Flag{
+		&cli.StringFlag{Name: "config", Usage: "YAML config file (keys in docs/CONFIG.md); flags below override it"},
+		&cli.BoolFlag{Name: "resume", Usage: "continue the run saved in out_dir (interrupted, or extended with more epochs)"},
+		&cli.BoolFlag{Name: "print-config", Usage: "print the effective configuration and exit"},
+	}
+	def := trainer.DefaultConfig()
+	defaults := map[string]string{}
+	var node yaml.Node
+	_ = node.Encode(def)
+	for i := 0; i+1 < len(node.Content); i += 2 {
+		defaults[node.Content[i].Value] = node.Content[i+1].Value
+	}
+	for _, k := range trainer.Keys() {
+		flags = append(flags, &cli.StringFlag{Name: flagName(k), Usage: fmt.Sprintf("config key %s (default %q)", k, defaults[k])})
+	}
+	return &cli.Command{
+		Name:  "train",
+		Usage: "train the head on AGD20K, HICO-IIF or a synthetic set, evaluating cam/ree/rem every epoch",
+		Description: "Writes into out_dir: last.pth and best.pth (released-format state dicts), state.pt (for --resume),\n" +
+			"metrics.jsonl (one line per epoch), training.png and config.yaml. Ctrl-C stops after the step in\n" +
+			"progress and saves a resumable state; --resume continues to the same result as an uninterrupted run.",
+		Flags:  flags,
+		Action: runTrain,
+	}
+}
+
+// configFromFlags reads --config over the defaults and applies every config flag that was set.
+func configFromFlags(c *cli.Context) (trainer.Config, error) {
+	cfg := trainer.DefaultConfig()
+	var err error
+	if p := c.String("config"); p != "" {
+		if cfg, err = trainer.LoadConfig(p); err != nil {
+			return cfg, err
+		}
+	}
+	over := &yaml.Node{Kind: yaml.MappingNode}
+	for _, k := range trainer.Keys() {
+		if c.IsSet(flagName(k)) {
+			over.Content = append(over.Content,
+				&yaml.Node{Kind: yaml.ScalarNode, Value: k},
+				&yaml.Node{Kind: yaml.ScalarNode, Value: c.String(flagName(k))})
+		}
+	}
+	if len(over.Content) > 0 {
+		if err := over.Decode(&cfg); err != nil {
+			return cfg, fmt.Errorf("flags: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+		}
+	}
+	return cfg, nil
+}
+
+func runTrain(c *cli.Context) error {
+	cfg, err := configFromFlags(c)
+	if err != nil {
+		return err
+	}
+	if c.Bool("print-config") {
+		fmt.Print(string(cfg.YAML()))
+		return nil
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		fmt.Fprintln(os.Stderr, "\naffgd: stopping after the current step (press Ctrl-C again to abort without saving)")
+		stop() // a second signal kills at once
+	}()
+	err = trainer.Run(ctx, cfg, c.Bool("resume"), newBarUI())
+	if errors.Is(err, trainer.ErrInterrupted) {
+		fmt.Fprintf(os.Stderr, "affgd: interrupted; continue with: affgd train %s --resume\n", strings.Join(os.Args[2:], " "))
+		os.Exit(130)
+	}
+	if err == nil {
+		fmt.Fprintf(os.Stderr, "done: %s/{%s,%s,%s,%s}\n", cfg.OutDir, trainer.BestFile, trainer.LastFile, trainer.LogFile, trainer.PlotFile)
+	}
+	return err
+}
+
+// barUI draws a progress bar per epoch and per evaluation on stderr and prints each epoch's table.
+type barUI struct {
+	bar   *progressbar.ProgressBar
+	epoch int
+}
+
+func newBarUI() *barUI { return &barUI{} }
+
+func (u *barUI) newBar(n int, desc string) {
+	u.bar = progressbar.NewOptions(n,
+		progressbar.OptionSetWriter(os.Stderr),
+		progressbar.OptionSetDescription(desc),
+		progressbar.OptionShowCount(),
+		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionSetElapsedTime(true),
+		progressbar.OptionSetWidth(20),
+		progressbar.OptionThrottle(200*time.Millisecond),
+		progressbar.OptionOnCompletion(func() { fmt.Fprintln(os.Stderr) }),
+	)
+}
+
+func (u *barUI) Log(msg string) { fmt.Fprintln(os.Stderr, msg) }
+
+func (u *barUI) EpochStart(epoch, epochs, steps, start int) {
+	u.epoch = epoch
+	u.newBar(steps, fmt.Sprintf("epoch %d/%d", epoch+1, epochs))
+	if start > 0 {
+		_ = u.bar.Set(start)
+	}
+}
+
+func (u *barUI) Step(s trainer.StepStats) {
+	u.bar.Describe(fmt.Sprintf("epoch %d loss %.3f (ce %.2f/%.2f pix %.2f proto %.2f) acc %.0f/%.0f%%",
+		s.Epoch+1, s.Losses[trainer.LossTotal], s.Losses[trainer.LossCEEgo], s.Losses[trainer.LossCEExo],
+		s.Losses[trainer.LossPix], s.Losses[trainer.LossProto], s.AccEgo, s.AccExo))
+	_ = u.bar.Add(1)
+}
+
+func (u *barUI) EvalStart(epoch, images int) {
+	u.newBar(images, fmt.Sprintf("eval epoch %d", epoch+1))
+}
+
+func (u *barUI) EvalProgress(done, total int) { _ = u.bar.Set(done) }
+
+func (u *barUI) EpochEnd(l trainer.EpochLog) {
+	best := ""
+	if l.Best {
+		best = "  (best ree KLD so far: saved best.pth)"
+	}
+	fmt.Fprintf(os.Stderr, "epoch %d: loss %.4f, acc ego/exo %.1f/%.1f%%, part-level samples %d/%d, %.0fs%s\n",
+		l.Epoch, l.Losses[trainer.LossTotal], l.AccEgo, l.AccExo, l.PartLevel, l.PartLevel+l.ObjectLevel, l.Seconds, best)
+	if l.Eval != nil {
+		fmt.Fprint(os.Stderr, l.Eval.Table(false))
+	}
+}

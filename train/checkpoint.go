@@ -1,0 +1,150 @@
+package train
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/affgd/affgd/models/dino"
+	"github.com/affgd/affgd/torch"
+	"github.com/affgd/affgd/torch/nn"
+	"github.com/affgd/affgd/torch/ptfile"
+)
+
+// CLIPPrefix is where the released checkpoint keeps the CLIP model (its Net.net); the DINO ViT
+// is under [dino.SelectiveCLPrefix] ("vit_model") and the head's keys have no prefix.
+const CLIPPrefix = "net"
+
+// StateDict returns the model's full state dict in the layout of the released checkpoint
+// (torch.save(model.state_dict()) of the released Net): vit_model.* (the DINO ViT, DINO's key
+// names and order), net.* (CLIP, open_clip's names and order; its attn_mask is a non-persistent
+// buffer and is not part of it), then the head's parameters and buffers (aff_proj.*, ...,
+// aff_exo_proj.4.num_batches_tracked), in the released order. The tensors are the model's own.
+func (m *Model) StateDict() ([]nn.Named, error) {
+	if m == nil || m.DINO == nil || m.CLIP == nil || m.Head == nil {
+		return nil, errIncomplete
+	}
+	var out []nn.Named
+	out = append(out, nn.Prefixed(dino.SelectiveCLPrefix, m.DINO)...)
+	out = append(out, nn.Prefixed(CLIPPrefix, m.CLIP)...)
+	return append(out, m.Head.NamedTensors()...), nil
+}
+
+var errIncomplete = fmt.Errorf("train: the model is incomplete (a checkpoint holds DINO, CLIP and the head)")
+
+// SaveCheckpoint writes m's full state dict ([Model.StateDict]) to path as torch.save does
+// (zip format; torch.load reads it, weights_only included), so the released PyTorch code loads
+// it with load_state_dict(strict=True) and [Load] reads it back with Files.Checkpoint.
+//
+// The write is atomic: the file is written as a temporary file in path's folder, synced and
+// renamed over path. On any error (a full disk included) the previous file at path is left
+// byte for byte as it was, the temporary file is removed, and the error names path and the
+// cause. Each tensor is copied to host memory once while writing, so the peak memory is about
+// the model's size again on top of the model.
+func SaveCheckpoint(path string, m *Model) error {
+	sd, err := m.StateDict()
+	if err != nil {
+		return fmt.Errorf("train: checkpoint %s not written: the model is incomplete (a checkpoint holds DINO, CLIP and the head)", path)
+	}
+	return writeTensors(path, "checkpoint", sd, nil)
+}
+
+// writeHook, when set (by tests only), wraps the writer of the temporary file: it is the seam
+// through which a test makes a write fail midway, as a full disk does.
+var writeHook func(io.Writer) io.Writer
+
+// writeTensors writes the named tensors, then the raw entries, atomically to path as a
+// torch.save state dict. what names the kind of file in errors.
+func writeTensors(path, what string, named []nn.Named, raw []ptfile.Entry) error {
+	entries := make([]ptfile.Entry, 0, len(named)+len(raw))
+	err := torch.WithScope(func(*torch.Scope) {
+		for _, n := range named {
+			dt, ok := fileDType(n.Tensor.DType())
+			if !ok {
+				torch.Fail("save", "tensor %q has dtype %s, which a checkpoint cannot hold", n.Name, n.Tensor.DType())
+			}
+			entries = append(entries, ptfile.Entry{Name: n.Name, Tensor: &ptfile.Tensor{DType: dt, Shape: n.Tensor.Shape(), Data: n.Tensor.Bytes()}})
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("train: %s %s not written: %w", what, path, err)
+	}
+	entries = append(entries, raw...)
+	if err := writeAtomic(path, entries); err != nil {
+		return fmt.Errorf("train: %s %s not written (any previous file there is unchanged): %w", what, path, err)
+	}
+	return nil
+}
+
+// writeAtomic writes entries to a temporary file beside path, syncs it and renames it over path;
+// on failure it removes the temporary file and leaves path alone.
+func writeAtomic(path string, entries []ptfile.Entry) (err error) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	if base == "" {
+		return fmt.Errorf("the path names a folder, not a file")
+	}
+	f, err := os.CreateTemp(dir, "."+base+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	var w io.Writer = f
+	if writeHook != nil {
+		w = writeHook(w)
+	}
+	bw := bufio.NewWriterSize(w, 1<<20)
+	if err = ptfile.WriteTo(bw, entries); err != nil {
+		return err
+	}
+	if err = bw.Flush(); err != nil {
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err = f.Chmod(0o644); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	if err = os.Rename(tmp, path); err != nil {
+		return err
+	}
+	if d, derr := os.Open(dir); derr == nil { // make the rename durable
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// fileDType and torchDType map between the two packages' element types, which share PyTorch's
+// names ("float32", ...).
+func fileDType(d torch.DType) (ptfile.DType, bool) {
+	for fd := ptfile.Float32; fd <= ptfile.Bool; fd++ {
+		if fd.String() == d.String() {
+			return fd, true
+		}
+	}
+	return 0, false
+}
+
+func torchDType(d ptfile.DType) (torch.DType, bool) {
+	for td := torch.Float32; td <= torch.Bool; td++ {
+		if td.String() == d.String() {
+			return td, true
+		}
+	}
+	return 0, false
+}
