@@ -15,7 +15,12 @@ import (
 	"github.com/affgd/affgd/discovery"
 	"github.com/affgd/affgd/internal/npy"
 	"github.com/affgd/affgd/internal/testref"
+	"github.com/affgd/affgd/models/clip"
+	"github.com/affgd/affgd/models/dino"
+	"github.com/affgd/affgd/models/head"
+	"github.com/affgd/affgd/models/tokenizer"
 	"github.com/affgd/affgd/torch"
+	"github.com/affgd/affgd/torch/nn"
 	"github.com/affgd/affgd/train"
 )
 
@@ -46,9 +51,18 @@ type caseArgs struct {
 // rounding cannot flip one. Binary arrays (sam_hard, reliable) must be equal. The gradients of
 // the convolution biases right before a training-mode BatchNorm are zero in exact arithmetic and
 // float32 noise on both sides: they are bounded by 1e-5 of their convolution weight's gradient.
+//
+// A gradient the reference itself determines less tightly than 1e-5 — conditioning.json, the
+// generator's float32-vs-float64 difference of the same step, relative to max |ref| — gets
+// 4 × that, at most tolGradCap: on the full-size case the large convolutions' weight gradients
+// are sums over ~50k terms per element and the reference's own float32 error reaches 9.5e-6, so
+// a flat 1e-5 would hold affgd to more digits than the reference has (measured: 0.8 of 1e-5). The
+// cap keeps the ReLU-switch conditionings of the tiny cases (up to 2e-2, see tests/method/README)
+// from loosening anything past 5e-5.
 const (
-	tolMaps   = 1e-5
-	tolParams = 1e-6
+	tolMaps    = 1e-5
+	tolParams  = 1e-6
+	tolGradCap = 5e-5
 )
 
 var zeroGradSuffix = []string{"grad/aff_ego_proj.0.bias", "grad/aff_ego_proj.3.bias", "grad/aff_exo_proj.0.bias", "grad/aff_exo_proj.3.bias"}
@@ -72,17 +86,18 @@ func maxAbs(v []float64) float64 {
 	return m
 }
 
-// compare returns a description of the first disagreement, or "".
-func compare(name string, got, want []float64, tol, scale float64) string {
+// compare returns a description of the first disagreement, or "", and the largest difference as
+// a fraction of the allowed one.
+func compare(name string, got, want []float64, tol, scale float64) (string, float64) {
 	if len(got) != len(want) {
-		return fmt.Sprintf("%d values, reference %d", len(got), len(want))
+		return fmt.Sprintf("%d values, reference %d", len(got), len(want)), math.Inf(1)
 	}
 	worst, at := 0.0, -1
 	for i := range want {
 		g, w := got[i], want[i]
 		if math.IsNaN(w) || math.IsNaN(g) {
 			if math.IsNaN(w) != math.IsNaN(g) {
-				return fmt.Sprintf("element %d: %v, reference %v (NaN patterns differ)", i, g, w)
+				return fmt.Sprintf("element %d: %v, reference %v (NaN patterns differ)", i, g, w), math.Inf(1)
 			}
 			continue
 		}
@@ -93,10 +108,14 @@ func compare(name string, got, want []float64, tol, scale float64) string {
 	if scale == 0 {
 		scale = 1
 	}
-	if worst > tol*scale {
-		return fmt.Sprintf("element %d: %.9g, reference %.9g (|diff| %.3g > %.0e × %.3g)", at, got[at], want[at], worst, tol, scale)
+	ratio := 0.0
+	if worst > 0 {
+		ratio = worst / (tol * scale)
 	}
-	return ""
+	if worst > tol*scale {
+		return fmt.Sprintf("element %d: %.9g, reference %.9g (|diff| %.3g > %.0e × %.3g)", at, got[at], want[at], worst, tol, scale), ratio
+	}
+	return "", ratio
 }
 
 func TestStepParity(t *testing.T) {
@@ -109,15 +128,7 @@ func TestStepParity(t *testing.T) {
 	for _, af := range argsFiles {
 		dir := filepath.Dir(af)
 		t.Run(filepath.Base(dir), func(t *testing.T) {
-			raw, err := os.ReadFile(af)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var a caseArgs
-			if err := json.Unmarshal(raw, &a); err != nil {
-				t.Fatal(err)
-			}
-			t.Log(a.What)
+			a := readCaseArgs(t, af)
 			rel := func(p string) string {
 				if p == "" {
 					return ""
@@ -133,50 +144,236 @@ func TestStepParity(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				batch := a.Batch
-				if batch == "" {
-					batch = "batch.pt"
-				}
-				b, err := train.LoadBatch(rel(batch), torch.CPU, a.Cmd == "step")
-				if err != nil {
-					t.Fatal(err)
-				}
-				var arrays map[string]*torch.Tensor
-				before := map[string]*torch.Tensor{}
-				for _, n := range m.Head.NamedTensors() {
-					before["param/"+n.Name] = n.Tensor.Detach().Clone()
-				}
-				switch a.Cmd {
-				case "step":
-					inits, err := train.ReadKMeansInit(rel(a.KMeansInit))
-					if err != nil {
-						t.Fatal(err)
-					}
-					g, _ := torch.NewGenerator(a.Seed, torch.CPU)
-					opts := discovery.DefaultOptions()
-					opts.PerImageExo = a.PerImageExo
-					d, err := m.DebugStep(b, train.Options{Epoch: a.Epoch, Discovery: opts, KMeansInit: inits, Gen: g})
-					if err != nil {
-						t.Fatal(err)
-					}
-					arrays = d.Arrays
-					checkStats(t, filepath.Join(dir, "ref", "stats.json"), d.Stats)
-				case "infer":
-					mp, err := m.Infer(b)
-					if err != nil {
-						t.Fatal(err)
-					}
-					arrays = map[string]*torch.Tensor{"cam": mp.CAM, "ree": mp.REE, "rem": mp.REM}
-				default:
-					t.Fatalf("unknown cmd %q", a.Cmd)
-				}
-				compareDump(t, filepath.Join(dir, "ref"), arrays, before)
+				runCase(t, dir, a, m)
 			})
 			if err != nil {
 				t.Fatal(err)
 			}
 		})
 	}
+}
+
+// readCaseArgs reads a case's args.json.
+func readCaseArgs(t *testing.T, path string) caseArgs {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a caseArgs
+	if err := json.Unmarshal(raw, &a); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return a
+}
+
+// runCase replays one case on model m (whose head the step updates) in the caller's scope and
+// compares every file of its reference dump.
+func runCase(t *testing.T, dir string, a caseArgs, m *train.Model) {
+	t.Helper()
+	t.Log(a.What)
+	batch := a.Batch
+	if batch == "" {
+		batch = "batch.pt"
+	}
+	b, err := train.LoadBatch(filepath.Join(dir, batch), torch.CPU, a.Cmd == "step")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var arrays map[string]*torch.Tensor
+	before := map[string]*torch.Tensor{}
+	for _, n := range m.Head.NamedTensors() {
+		before["param/"+n.Name] = n.Tensor.Detach().Clone()
+	}
+	switch a.Cmd {
+	case "step":
+		inits, err := train.ReadKMeansInit(filepath.Join(dir, a.KMeansInit))
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, _ := torch.NewGenerator(a.Seed, torch.CPU)
+		opts := discovery.DefaultOptions()
+		opts.PerImageExo = a.PerImageExo
+		d, err := m.DebugStep(b, train.Options{Epoch: a.Epoch, Discovery: opts, KMeansInit: inits, Gen: g})
+		if err != nil {
+			t.Fatal(err)
+		}
+		arrays = d.Arrays
+		checkStats(t, filepath.Join(dir, "ref", "stats.json"), d.Stats)
+	case "infer":
+		mp, err := m.Infer(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		arrays = map[string]*torch.Tensor{"cam": mp.CAM, "ree": mp.REE, "rem": mp.REM}
+	default:
+		t.Fatalf("unknown cmd %q", a.Cmd)
+	}
+	compareDump(t, filepath.Join(dir, "ref"), arrays, before)
+}
+
+// fullArgs is the part of a full-size case's args.json that says how its backbones were drawn
+// (tests/method/gen_method.py gen_full): the weights are not stored, both sides draw them from
+// these seeds.
+type fullArgs struct {
+	SeededWeights struct {
+		DINO struct {
+			Seed uint64 `json:"seed"`
+		} `json:"dino"`
+		CLIP struct {
+			Seed uint64 `json:"seed"`
+		} `json:"clip"`
+	} `json:"seeded_weights"`
+}
+
+// TestStepParityFullSize replays the full-size cases (tests/method: full/cases/*; the normal
+// `make testdata` writes full_b2: B=2, E=3, 224×224, epoch 1) with full-size backbones — DINO
+// ViT-S/16 and ClearCLIP ViT-B/16 with random weights drawn here from the generator's seeds, in
+// the generator's way, and checked against its per-tensor sums before the step — and the tiny
+// cases' head, with the tolerances of [TestStepParity]. About half a minute and 2 GB of memory
+// on two cores; skipped with -short.
+func TestStepParityFullSize(t *testing.T) {
+	if testing.Short() {
+		t.Skip("full-size backbones: skipped with -short")
+	}
+	root := testref.Dir(t, "method")
+	argsFiles, _ := filepath.Glob(filepath.Join(root, "full", "cases", "*", "args.json"))
+	if len(argsFiles) == 0 {
+		t.Fatalf("no full-size cases under %s: run 'make testdata'", filepath.Join(root, "full"))
+	}
+	sort.Strings(argsFiles)
+	var seeds fullArgs
+	raw, err := os.ReadFile(argsFiles[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &seeds); err != nil {
+		t.Fatal(err)
+	}
+	vit, cm := fullBackbones(t, filepath.Join(root, "full", "weight_sums.json"),
+		seeds.SeededWeights.DINO.Seed, seeds.SeededWeights.CLIP.Seed)
+	defer vit.Free()
+	defer cm.Free()
+	tok, err := tokenizer.Load(filepath.Join(root, "weights", tokenizer.VocabFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, af := range argsFiles {
+		dir := filepath.Dir(af)
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			a := readCaseArgs(t, af)
+			var s fullArgs
+			raw, _ := os.ReadFile(af)
+			json.Unmarshal(raw, &s)
+			if s != seeds {
+				t.Fatalf("backbone seeds %+v differ from the first case's %+v", s, seeds)
+			}
+			div, err := data.ParseDivide(a.Divide)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = torch.WithScope(func(*torch.Scope) {
+				// The head file is the tiny cases' (gen_method.py copies it).
+				hd := head.New(int64(len(div.Classes())), nil)
+				f, err := nn.ReadFile(filepath.Join(root, "weights", "head.pt"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := nn.Load(hd, f.Tensors, "head.pt", nn.LoadOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				runCase(t, dir, a, &train.Model{DINO: vit, CLIP: cm, Head: hd, Tok: tok, Classes: div.Classes()})
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// fullBackbones draws the full-size backbones as tests/method/gen_method.py does — DINO ViT-S/16
+// with tests/dino/gen_dino.py's peaked random init from dinoSeed, CLIP ViT-B/16 from
+// clip.WriteRandom (gen_clip.py's draw) in OpenAI's float16 container from clipSeed — and checks
+// every tensor's float64 sum against the generator's (sums.json).
+func fullBackbones(t *testing.T, sumsPath string, dinoSeed, clipSeed uint64) (*dino.ViT, *clip.Model) {
+	t.Helper()
+	var sums struct{ DINO, CLIP map[string]float64 }
+	raw, err := os.ReadFile(sumsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &sums); err != nil {
+		t.Fatal(err)
+	}
+	vit, err := dino.New(dino.ViTS16(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := torch.Try(func() { peakedDINOWeights(vit, dinoSeed) }); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "clip_vitb16_openai.pt")
+	if err := clip.WriteRandom(path, clip.ViTB16(), clipSeed, clip.FormatTorchScript); err != nil {
+		t.Fatal(err)
+	}
+	cm, err := clip.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(path)
+	for _, c := range []struct {
+		name  string
+		named []nn.Named
+		want  map[string]float64
+	}{{"DINO", vit.NamedTensors(), sums.DINO}, {"CLIP", cm.NamedTensors(), sums.CLIP}} {
+		if len(c.named) != len(c.want) {
+			t.Fatalf("%s: %d tensors, the generator's %d", c.name, len(c.named), len(c.want))
+		}
+		for _, n := range c.named {
+			want, ok := c.want[n.Name]
+			if !ok {
+				t.Fatalf("%s: %s is not among the generator's tensors", c.name, n.Name)
+			}
+			var got float64
+			if err := torch.Try(func() { got = n.Tensor.ToDType(torch.Float64).Sum().Item() }); err != nil {
+				t.Fatal(err)
+			}
+			// Float64 sums of float32 values: equal up to the summation order (threads).
+			if math.Abs(got-want) > 1e-9*(1+math.Abs(want)) {
+				t.Fatalf("%s: %s differs from the generator's weights (sum %.17g, generator %.17g)", c.name, n.Name, got, want)
+			}
+		}
+	}
+	return vit, cm
+}
+
+// peakedDINOWeights fills vit's tensors as tests/dino/gen_dino.py random_weights does: in
+// state-dict order from one generator seeded with seed, cls_token and pos_embed N(0, 0.5²),
+// LayerNorm weights N(1, 0.1²), biases N(0, 0.1²), qkv weights N(0, (1.3/√in)²), every other
+// weight N(0, 1/fan_in) — activations O(1) and peaked attention, so the saliency decisions sit
+// clear of their thresholds.
+func peakedDINOWeights(vit *dino.ViT, seed uint64) {
+	g, err := torch.NewGenerator(seed, torch.CPU)
+	if err != nil {
+		torch.Fail("test", "%v", err)
+	}
+	torch.NoGrad(func() {
+		for _, n := range vit.NamedTensors() {
+			shape := n.Tensor.Shape()
+			switch {
+			case n.Name == "cls_token" || n.Name == "pos_embed":
+				n.Tensor.Normal_(0, 0.5, g)
+			case strings.Contains(n.Name, "norm") && strings.HasSuffix(n.Name, "weight"):
+				n.Tensor.Normal_(1, 0.1, g)
+			case strings.HasSuffix(n.Name, "bias"):
+				n.Tensor.Normal_(0, 0.1, g)
+			case strings.HasSuffix(n.Name, "qkv.weight"):
+				n.Tensor.Normal_(0, 1.3/math.Sqrt(float64(shape[1])), g)
+			default:
+				n.Tensor.Normal_(0, 1/math.Sqrt(float64(n.Tensor.Numel()/shape[0])), g)
+			}
+		}
+	})
 }
 
 func checkStats(t *testing.T, path string, got map[string]any) {
@@ -204,7 +401,17 @@ func checkStats(t *testing.T, path string, got map[string]any) {
 
 func compareDump(t *testing.T, refDir string, arrays, before map[string]*torch.Tensor) {
 	t.Helper()
+	var cond map[string]float64
+	if raw, err := os.ReadFile(filepath.Join(refDir, "conditioning.json")); err == nil {
+		if err := json.Unmarshal(raw, &cond); err != nil {
+			t.Fatalf("%s: %v", filepath.Join(refDir, "conditioning.json"), err)
+		}
+	}
 	seen := 0
+	worst := map[string]struct {
+		name  string
+		ratio float64
+	}{}
 	err := filepath.WalkDir(refDir, func(p string, de fs.DirEntry, err error) error {
 		if err != nil || de.IsDir() || !strings.HasSuffix(p, ".npy") {
 			return err
@@ -247,6 +454,8 @@ func compareDump(t *testing.T, refDir string, arrays, before map[string]*torch.T
 					tol, scale = tolMaps, update
 				}
 			}
+		case strings.HasPrefix(name, "grad/") && !isZeroGrad(name):
+			tol = math.Max(tolMaps, math.Min(4*cond[name], tolGradCap))
 		case isZeroGrad(name):
 			weight := strings.TrimSuffix(name, "bias") + "weight"
 			if wt, ok := arrays[weight]; ok {
@@ -254,8 +463,19 @@ func compareDump(t *testing.T, refDir string, arrays, before map[string]*torch.T
 			}
 			w = make([]float64, len(g)) // zero in exact arithmetic
 		}
-		if msg := compare(name, g, w, tol, scale); msg != "" {
+		msg, ratio := compare(name, g, w, tol, scale)
+		if msg != "" {
 			t.Errorf("%s: %s", name, msg)
+		}
+		kind, _, ok := strings.Cut(name, "/")
+		if !ok {
+			kind = "maps and losses"
+		}
+		if w, ok := worst[kind]; !ok || ratio > w.ratio {
+			worst[kind] = struct {
+				name  string
+				ratio float64
+			}{name, ratio}
 		}
 		return nil
 	})
@@ -264,5 +484,10 @@ func compareDump(t *testing.T, refDir string, arrays, before map[string]*torch.T
 	}
 	if seen == 0 {
 		t.Fatalf("no arrays in %s", refDir)
+	}
+	for _, kind := range []string{"maps and losses", "grad", "param"} {
+		if w, ok := worst[kind]; ok {
+			t.Logf("%s: closest to its tolerance %s at %.2g of it", kind, w.name, w.ratio)
+		}
 	}
 }

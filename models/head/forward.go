@@ -7,9 +7,9 @@ import (
 // Outputs are the head's outputs for one training batch of B samples with E exocentric views
 // each, over a patch grid h×w and K classes (METHOD.md section 4 step 4).
 type Outputs struct {
-	// PEgo (B,384,h,w) and PExo (B·E,384,h,w) are the conv stacks' outputs of their FIRST call,
-	// the ones the classifier reads. (The second call gives the same values; Q, REgo and RExo
-	// are computed from it, so gradients flow through both.)
+	// PEgo (B,384,h,w) and PExo (B·E,384,h,w) are the conv stacks' outputs. The released code
+	// computes them twice (see [Head.Forward]); here they are computed once and feed both the
+	// classifier and the contrastive projections.
 	PEgo, PExo *torch.Tensor
 	// AEgo (B,K,h,w) and AExo (B·E,K,h,w) are the class activation maps.
 	AEgo, AExo *torch.Tensor
@@ -18,10 +18,9 @@ type Outputs struct {
 	// GEgo (B,h,w) is AEgo at each sample's label; GExo (B·E,h,w) is AExo at the label of the
 	// sample each exocentric image belongs to (labels repeated E times, interleaved).
 	GEgo, GExo *torch.Tensor
-	// Q (B,384,h,w) is pixel_contrast_projection of the second ego stack output.
+	// Q (B,384,h,w) is pixel_contrast_projection of PEgo.
 	Q *torch.Tensor
-	// REgo (B,384,h,w) and RExo (B·E,384,h,w) are K_contrast_projection of the second ego and
-	// exo stack outputs.
+	// REgo (B,384,h,w) and RExo (B·E,384,h,w) are K_contrast_projection of PEgo and PExo.
 	REgo, RExo *torch.Tensor
 }
 
@@ -40,11 +39,16 @@ func (h *Head) Project(desc *torch.Tensor, hgrid, wgrid int64) *torch.Tensor {
 // (B, h·w, 384) and descExo (B·E, h·w, 384) are the DINO key descriptors without the cls token
 // (exo images of sample b at rows b·E .. b·E+E−1), labels (B) int64 class indices in [0, K).
 //
-// Both descriptor sets go through aff_proj; then each conv stack is called TWICE on the same
-// input, in the released order (ego, exo, ego, exo): the first outputs feed the classifier, the
-// second the contrastive projections. With training set every BatchNorm therefore updates its
-// running statistics twice per call (and counts two batches), as the released code does in
-// train mode; without it the running statistics are used and left alone.
+// Both descriptor sets go through aff_proj, then through their conv stack. The released code
+// calls each conv stack TWICE on the same input (ego, exo, ego, exo; METHOD.md §4 step 4): the
+// first outputs feed the classifier, the second the contrastive projections. Both calls give
+// the same values, so here each stack runs once and its output feeds both consumers; the
+// gradient reaching the stack is then the sum of the two uses' gradients before the stack's
+// backward rather than after it, equal up to float32 rounding, at half the stacks' cost. What
+// the second call changes besides, the BatchNorm running statistics, is reproduced exactly:
+// with training set every BatchNorm updates its running statistics twice per call and counts
+// two batches, the second update from bitwise the same batch statistics as the first (see
+// [ConvStack.repeatStats]). Without training the running statistics are used and left alone.
 //
 // The label range is checked on the host, which waits for the device. Forward panics with
 // *torch.Error on bad shapes or labels; it runs under [torch.Try].
@@ -61,14 +65,17 @@ func (h *Head) Forward(descEgo, descExo *torch.Tensor, labels *torch.Tensor, E, 
 	pe := h.Project(descEgo, hgrid, wgrid)
 	px := h.Project(descExo, hgrid, wgrid)
 	o := &Outputs{}
-	o.PEgo = h.EgoProj.Forward(pe, training)
-	o.PExo = h.ExoProj.Forward(px, training)
-	egoNoCond := h.EgoProj.Forward(pe, training)
-	exoNoCond := h.ExoProj.Forward(px, training)
+	var egoIn1, egoIn4, exoIn1, exoIn4 *torch.Tensor
+	o.PEgo, egoIn1, egoIn4 = h.EgoProj.forward(pe, training)
+	o.PExo, exoIn1, exoIn4 = h.ExoProj.forward(px, training)
+	if training { // the released second calls' running-statistics updates
+		h.EgoProj.repeatStats(egoIn1, egoIn4)
+		h.ExoProj.repeatStats(exoIn1, exoIn4)
+	}
 
-	o.REgo = h.KContrast.Forward(egoNoCond)
-	o.RExo = h.KContrast.Forward(exoNoCond)
-	o.Q = h.PixelContrast.Forward(egoNoCond)
+	o.REgo = h.KContrast.Forward(o.PEgo)
+	o.RExo = h.KContrast.Forward(o.PExo)
+	o.Q = h.PixelContrast.Forward(o.PEgo)
 
 	o.AEgo = h.Classifier.Forward(o.PEgo)
 	o.LogitsEgo = torch.AdaptiveAvgPool2d(o.AEgo, 1, 1).Reshape(b, h.K)

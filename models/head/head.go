@@ -77,8 +77,30 @@ func newConvStack(g *torch.Generator, opts ...torch.Option) *ConvStack {
 // num_batches_tracked += 1), as the released model in train mode does on every call; otherwise
 // they use the running statistics. It runs under [torch.Try].
 func (s *ConvStack) Forward(x *torch.Tensor, training bool) *torch.Tensor {
-	x = s.BN1.Forward(s.Conv0.Forward(x), training).Relu()
-	return s.BN4.Forward(s.Conv3.Forward(x), training).Relu()
+	y, _, _ := s.forward(x, training)
+	return y
+}
+
+// forward is [ConvStack.Forward] that also returns the inputs of the two BatchNorms (the
+// convolutions' outputs), for [ConvStack.repeatStats].
+func (s *ConvStack) forward(x *torch.Tensor, training bool) (y, in1, in4 *torch.Tensor) {
+	in1 = s.Conv0.Forward(x)
+	in4 = s.Conv3.Forward(s.BN1.Forward(in1, training).Relu())
+	return s.BN4.Forward(in4, training).Relu(), in1, in4
+}
+
+// repeatStats applies to the running statistics the update that a second training-mode call
+// of the stack on the same input would make, given the BatchNorm inputs in1 and in4 of the
+// first call: a second call's convolutions see the same values (its first BatchNorm normalises
+// with the same batch statistics), so its BatchNorms see bitwise the same inputs, and running
+// each training-mode batch_norm once more on them, without gradient, moves the running mean
+// and variance by the same momentum blend and counts the same batch. The normalised outputs
+// are discarded.
+func (s *ConvStack) repeatStats(in1, in4 *torch.Tensor) {
+	torch.NoGrad(func() {
+		s.BN1.Forward(in1, true).Free()
+		s.BN4.Forward(in4, true).Free()
+	})
 }
 
 // NamedTensors implements [nn.Module].

@@ -10,8 +10,10 @@ Writes under --out (layout and file formats in tests/method/README.md):
              values), bpe_simple_vocab_16e6.txt.gz (open_clip's vocabulary)
   cases/<case>/  batch.pt (unless args.json names another case's), kmeans_init.json, args.json,
                  ref/ (the dump of ref_step.py)
-  curve50/   a 50-step run on a seeded synthetic stream
-  full/      only with --full: full-size backbones, B=8 (hundreds of MB, minutes)
+  curve50/   a 50-step run on a seeded synthetic stream, drawn clear of the ReLU/gate kinks
+  full/      full-size backbones drawn from seeds (weights not stored), B=2: cases/full_b2,
+             weight_sums.json; with --full also cases/full_b8 (B=8) and the weight files
+             (hundreds of MB, minutes)
 
 Every case is searched for over seeds until (a) it shows what it is meant to (asserted), and
 (b) every discrete decision of the step sits at least MARGIN from its threshold (so an
@@ -23,6 +25,7 @@ Usage: gen_method.py --out DIR [--full]
 import argparse
 import copy
 import json
+import math
 import os
 import shutil
 import sys
@@ -234,7 +237,7 @@ class Gen:
         raise SystemExit(f"{name}: no seed out of {ATTEMPTS} gives the wanted outcome with safe margins")
 
     def write_case(self, name, batch, arrays, grads, head, stats, margins, epoch, *, per_image_exo=False,
-                   batch_from=None, omit=(), what="", seed_used=None):
+                   batch_from=None, omit=(), what="", seed_used=None, extra=None):
         cdir = os.path.join(self.out, "cases", name)
         os.makedirs(cdir, exist_ok=True)
         if batch_from is None:
@@ -271,6 +274,7 @@ class Gen:
                 "omitted": sorted(omit), "argv": argv, "search_seed": seed_used,
                 "shape": {"B": int(batch["ego"].shape[0]), "E": int(batch["exo"].shape[1]),
                           "H": int(batch["ego"].shape[-2]), "W": int(batch["ego"].shape[-1])}}
+        args.update(extra or {})
         with open(os.path.join(cdir, "args.json"), "w") as f:
             json.dump(args, f, indent=1)
         self.summary[name] = {"fallback": stats["fallback"], "num_candidates": stats["num_candidates"],
@@ -503,6 +507,13 @@ def gen_cases(gen):
 # The 50-step run.
 
 CURVE_STEPS, CURVE_B, CURVE_E, CURVE_RES, CURVE_SIZE = 50, 2, 3, 4, 64
+# The curve's batches are also drawn clear of the gradient's kinks, so that a float32 replay takes
+# the same ReLU and gate branches at every step and the whole run can be compared step by step:
+# every input of the conv stacks' ReLUs (~98k per step) at least RELU_MARGIN from 0 and, from
+# epoch 1, every gated CAM value at least GATE_MARGIN from 0. Two float32 implementations of a
+# step differ there by ~1e-6 (the pre-ReLU values are BatchNorm outputs, O(1)).
+RELU_MARGIN, GATE_MARGIN = 1e-5, 1e-5
+CURVE_ATTEMPTS = 200
 
 
 def curve_images(lowres, b, e):
@@ -513,6 +524,12 @@ def curve_images(lowres, b, e):
                         mode="bilinear", align_corners=False).reshape(b, e, 3, CURVE_SIZE, CURVE_SIZE)
     ego = F.interpolate(lowres["ego"], size=(CURVE_SIZE, CURVE_SIZE), mode="bilinear", align_corners=False)
     return exo, ego
+
+
+def kinks_clear(margins):
+    """Whether the step's ReLU inputs (and gated CAM values, from epoch 1) keep RELU_MARGIN
+    (GATE_MARGIN) from 0."""
+    return margins["relu"] >= RELU_MARGIN and margins.get("gate", math.inf) >= GATE_MARGIN
 
 
 def gen_curve(gen):
@@ -532,8 +549,8 @@ def gen_curve(gen):
     redrawn = 0
     for i in range(CURVE_STEPS):
         epoch = 0 if i < CURVE_STEPS // 2 else 1
-        for attempt in range(ATTEMPTS):
-            g = torch.Generator().manual_seed(50000 + 100 * i + attempt)
+        for attempt in range(CURVE_ATTEMPTS):
+            g = torch.Generator().manual_seed(50000 + 1000 * i + attempt)
             lowres = {"exo": torch.randn(b, e, 3, CURVE_RES, CURVE_RES, generator=g) * 1.5,
                       "ego": torch.randn(b, 3, CURVE_RES, CURVE_RES, generator=g) * 1.5}
             labels = torch.randint(0, K, (b,), generator=g)
@@ -547,7 +564,7 @@ def gen_curve(gen):
             snap = [copy.deepcopy(x.state_dict()) for x in (head, opt, head64, opt64)]
             arrays, grads, stats, margins = R.step(gen.bb, head, batch, epoch, optimizer=opt,
                                                    kmeans_init=init_rule, features=ft)
-            if not check_margins(margins, epoch):
+            if not check_margins(margins, epoch) and kinks_clear(margins):
                 a64, _, _, same = gen.twin64(batch, epoch, stats, head=head64, optimizer=opt64, check=False)
                 if same:
                     break
@@ -556,7 +573,7 @@ def gen_curve(gen):
             redrawn += 1
         else:
             raise SystemExit(f"curve50: step {i}: no batch with safe margins")
-        seeds.append(50000 + 100 * i + attempt)
+        seeds.append(50000 + 1000 * i + attempt)
         lo_exo.append(lowres["exo"])
         lo_ego.append(lowres["ego"])
         labs.append(labels)
@@ -568,7 +585,7 @@ def gen_curve(gen):
             json.dump(stats["kmeans_init"], f)
         per_step.append({"fallback": stats["fallback"], "num_candidates": stats["num_candidates"],
                          "empty_pixel_samples": stats["empty_pixel_samples"],
-                         "margins": {k: margins[k] for k in MARGIN}})
+                         "margins": {k: margins[k] for k in list(MARGIN) + ["relu", "gate"] if k in margins}})
     losses64 = torch.stack(losses64)
     drift = ((torch.stack(losses).double() - losses64).abs() / losses64.abs()).max().item()
     R.save_npy(os.path.join(cdir, "lowres_exo.npy"), torch.stack(lo_exo))
@@ -577,9 +594,13 @@ def gen_curve(gen):
     R.save_npy(os.path.join(cdir, "losses.npy"), torch.stack(losses))
     R.save_npy(os.path.join(cdir, "parts.npy"), torch.stack(parts))
     np.save(os.path.join(cdir, "losses_float64.npy"), losses64.numpy())
+    cond, sd64 = {}, head64.state_dict()
     for k, v in head.state_dict().items():
         if k not in R.LARGE:
             R.save_npy(os.path.join(cdir, "param", k + ".npy"), v)
+            cond["param/" + k] = conditioning(v, sd64[k], "param/" + k)
+    with open(os.path.join(cdir, "conditioning.json"), "w") as f:
+        json.dump(cond, f, indent=1, sort_keys=True)
     with open(os.path.join(cdir, "stats.json"), "w") as f:
         json.dump(per_step, f, indent=1)
     with open(os.path.join(cdir, "args.json"), "w") as f:
@@ -603,37 +624,92 @@ def gen_curve(gen):
 
 
 # ----------------------------------------------------------------------------------------------
-# The optional full-size case.
+# The full-size cases: ViT-S/16 DINO and ViT-B/16 CLIP with random weights drawn from seeds.
 
-def gen_full(out):
-    fdir = os.path.join(out, "full")
-    wdir = os.path.join(fdir, "weights")
+FULL_DINO_SEED, FULL_CLIP_SEED = DINO_SEED + 100, CLIP_SEED + 100
+FULL_DINO_NAME, FULL_CLIP_NAME = "dino_vits16.pt", "clip_vitb16_openai.pt"
+
+
+def write_full_weights(out, wdir):
+    """The full-size backbones, drawn from their seeds: DINO ViT-S/16 (depth 12, 6 heads, 224x224
+    positions) with gen_dino's peaked random init (seed FULL_DINO_SEED, drawn in state-dict order),
+    and CLIP ViT-B/16 with gen_clip's random init (seed FULL_CLIP_SEED) in OpenAI's TorchScript
+    container (float16 where OpenAI stores float16). Plus the tiny cases' head and vocabulary."""
     os.makedirs(wdir, exist_ok=True)
     dino = gen_dino.ViT(384, 12, 6, 16, 224).eval()
-    gen_dino.random_weights(dino, DINO_SEED + 100)
-    torch.save(dino.state_dict(), os.path.join(wdir, "dino_vits16.pt"))
-    raw = gen_clip.random_weights(gen_clip.FULL, CLIP_SEED + 100)
-    gen_clip.save_torchscript(gen_clip.release_dict(gen_clip.FULL, raw), os.path.join(wdir, "clip_vitb16_openai.pt"))
+    gen_dino.random_weights(dino, FULL_DINO_SEED)
+    torch.save(dino.state_dict(), os.path.join(wdir, FULL_DINO_NAME))
+    raw = gen_clip.random_weights(gen_clip.FULL, FULL_CLIP_SEED)
+    gen_clip.save_torchscript(gen_clip.release_dict(gen_clip.FULL, raw), os.path.join(wdir, FULL_CLIP_NAME))
     del raw
-    shutil.copyfile(os.path.join(out, "weights", "head.pt"), os.path.join(wdir, "head.pt"))
-    shutil.copyfile(os.path.join(out, "weights", "bpe_simple_vocab_16e6.txt.gz"),
-                    os.path.join(wdir, "bpe_simple_vocab_16e6.txt.gz"))
-    gen = Gen(fdir, wdir, "dino_vits16.pt", "clip_vitb16_openai.pt")
+    for name in ("head.pt", "bpe_simple_vocab_16e6.txt.gz"):
+        shutil.copyfile(os.path.join(out, "weights", name), os.path.join(wdir, name))
 
-    def make(g):
-        return make_batch(smooth(g, 24, 224).reshape(8, 3, 3, 224, 224),
-                          torch.cat([smooth(g, 6, 224), noise(g, 2, 224)]), [0, 3, 6, 11, 11, 17, 24, 33])
 
-    batch, arrays, grads, head, stats, margins, s = gen.search("full_b8", make, 1, lambda st, a: True)
-    gen.write_case("full_b8", batch, arrays, grads, head, stats, margins, 1, seed_used=s,
-                   what="full-size backbones (ViT-S/16 DINO, ViT-B/16 CLIP in OpenAI's TorchScript form, "
-                        "random weights), B=8, epoch 1, everything dumped")
+def weight_sums(gen):
+    """Per-tensor float64 sums of the backbones as loaded (DINO's state dict, CLIP's float32
+    state dict after open_clip's load): a replay that draws the weights itself checks these first."""
+    return {"dino": {k: v.double().sum().item() for k, v in gen.bb.dino.state_dict().items()},
+            "clip": {k: v.double().sum().item() for k, v in gen.bb.clip.state_dict().items()
+                     if v.is_floating_point()}}
+
+
+def gen_full(out, big):
+    """full/cases/full_b2 (B=2, the normal run) and, with big, full/cases/full_b8 (B=8) and the
+    weight files in full/weights/. Without big the weights are written to a temporary folder and
+    removed: a replay draws them again from the seeds (args.json: seeded_weights), checked against
+    full/weight_sums.json."""
+    import tempfile
+    fdir = os.path.join(out, "full")
+    keep = os.path.join(fdir, "weights")
+    wdir = keep if big else tempfile.mkdtemp(prefix="affgd-full-")
+    try:
+        write_full_weights(out, wdir)
+        gen = Gen(fdir, wdir, FULL_DINO_NAME, FULL_CLIP_NAME)
+        os.makedirs(fdir, exist_ok=True)
+        with open(os.path.join(fdir, "weight_sums.json"), "w") as f:
+            json.dump(weight_sums(gen), f, indent=1)
+        seeded = {"dino": {"seed": FULL_DINO_SEED, "init": "tests/dino/gen_dino.py random_weights",
+                           "config": "ViT-S/16: embed 384, depth 12, 6 heads, patch 16, 224x224 positions"},
+                  "clip": {"seed": FULL_CLIP_SEED, "init": "tests/clip/gen_clip.py random_weights(FULL)",
+                           "format": "OpenAI TorchScript (float16 where OpenAI stores float16)"},
+                  "sums": "../../weight_sums.json",
+                  "files": "not stored by the normal run; gen_method.py --full writes them to full/weights/"}
+
+        def any_part(stats, arrays):
+            return "part" in stats["fallback"]
+
+        # B=2, E=3: the size of the normal test run (one full-size step on 8 images).
+        def make_b2(g):
+            return make_batch(smooth(g, 6, 224).reshape(2, 3, 3, 224, 224), smooth(g, 2, 224), [6, 21])
+
+        batch, arrays, grads, head, stats, margins, s = gen.search("full_b2", make_b2, 1, any_part)
+        gen.write_case("full_b2", batch, arrays, grads, head, stats, margins, 1, seed_used=s,
+                       what="full-size backbones (ViT-S/16 DINO, ViT-B/16 CLIP in OpenAI's TorchScript form, "
+                            "random weights drawn from seeds), B=2, E=3, 224x224, epoch 1, everything dumped",
+                       extra={"seeded_weights": seeded})
+        if big:
+            def make_b8(g):
+                return make_batch(smooth(g, 24, 224).reshape(8, 3, 3, 224, 224),
+                                  torch.cat([smooth(g, 6, 224), noise(g, 2, 224)]), [0, 3, 6, 11, 11, 17, 24, 33])
+
+            batch, arrays, grads, head, stats, margins, s = gen.search("full_b8", make_b8, 1, lambda st, a: True)
+            gen.write_case("full_b8", batch, arrays, grads, head, stats, margins, 1, seed_used=s,
+                           what="full-size backbones (ViT-S/16 DINO, ViT-B/16 CLIP in OpenAI's TorchScript form, "
+                                "random weights), B=8, epoch 1, everything dumped",
+                           extra={"seeded_weights": seeded})
+        gen.summary["full"] = {"dino_seed": FULL_DINO_SEED, "clip_seed": FULL_CLIP_SEED}
+        return gen.summary
+    finally:
+        if not big:
+            shutil.rmtree(wdir, ignore_errors=True)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
-    ap.add_argument("--full", action="store_true", help="also the full-size case (slow, ~0.5 GB)")
+    ap.add_argument("--full", action="store_true",
+                    help="also the B=8 full-size case and the full-size weight files (slow, ~0.5 GB)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     out = args.out
@@ -647,9 +723,8 @@ def main():
     t1 = time.time()
     gen_curve(gen)
     t2 = time.time()
-    if args.full:
-        shutil.rmtree(os.path.join(out, "full"), ignore_errors=True)
-        gen_full(out)
+    shutil.rmtree(os.path.join(out, "full"), ignore_errors=True)
+    gen.summary.update(gen_full(out, args.full))
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(gen.summary, f, indent=1)
     print(f"cases {t1 - t0:.0f} s, curve {t2 - t1:.0f} s, full {time.time() - t2:.0f} s")

@@ -605,12 +605,25 @@ def forward_backward(bb, head, batch, epoch, *, kmeans_init=None, seed=0, per_im
     head.train()
 
     # 4. Head forward; each conv stack runs twice on the same input (BN statistics updated twice).
-    p_ego0 = to_map(head.aff_proj(ft.key_ego), h, w)
-    p_exo0 = to_map(head.aff_proj(ft.key_exo), h, w)
-    p_ego = head.aff_ego_proj(p_ego0)
-    p_exo = head.aff_exo_proj(p_exo0)
-    p_ego2 = head.aff_ego_proj(p_ego0.clone())
-    p_exo2 = head.aff_exo_proj(p_exo0.clone())
+    # The ReLUs' inputs are watched (not changed) for the "relu" margin: the smallest |input| of
+    # the four ReLUs of the conv stacks, where float32 rounding could flip a gradient mask.
+    relu_min = []
+
+    def watch(_module, inp):
+        relu_min.append(inp[0].detach().abs().min().item())
+
+    hooks = [m.register_forward_pre_hook(watch) for stack in (head.aff_ego_proj, head.aff_exo_proj)
+             for m in stack if isinstance(m, nn.ReLU)]
+    try:
+        p_ego0 = to_map(head.aff_proj(ft.key_ego), h, w)
+        p_exo0 = to_map(head.aff_proj(ft.key_exo), h, w)
+        p_ego = head.aff_ego_proj(p_ego0)
+        p_exo = head.aff_exo_proj(p_exo0)
+        p_ego2 = head.aff_ego_proj(p_ego0.clone())
+        p_exo2 = head.aff_exo_proj(p_exo0.clone())
+    finally:
+        for hk in hooks:
+            hk.remove()
     r_ego = head.K_contrast_projection(p_ego2)
     r_exo = head.K_contrast_projection(p_exo2)
     q_ego = head.pixel_contrast_projection(p_ego2)
@@ -629,6 +642,7 @@ def forward_backward(bb, head, batch, epoch, *, kmeans_init=None, seed=0, per_im
     # 6. Gating.
     g_ego = a_ego[torch.arange(b), labels]
     g_exo = a_exo[torch.arange(b * e), labels.repeat_interleave(e, dim=0)]
+    gate_margin = min(g_ego.detach().abs().min().item(), g_exo.detach().abs().min().item())
     if epoch != 0:
         g_ego = g_ego.masked_fill(g_ego < 0.0, 0.0)
         g_exo = g_exo.masked_fill(g_exo < 0.0, 0.0)
@@ -639,6 +653,11 @@ def forward_backward(bb, head, batch, epoch, *, kmeans_init=None, seed=0, per_im
     # 7. Part discovery.
     w_ego, w_exo, reliable, p_score, stats, margins = discover(ft, m_exo.detach(), kmeans_init, per_image_exo)
     margins.update(ft.input_margins())
+    # Kinks of the gradient (not of any decision the dump records): the conv stacks' ReLUs and,
+    # from epoch 1, the gate's clamp of G at 0.
+    margins["relu"] = min(relu_min)
+    if epoch != 0:
+        margins["gate"] = gate_margin
 
     # 8. Masks.
     if epoch != 0:
