@@ -78,7 +78,7 @@ func Load(f Files) (*Model, error) {
 		}
 		ignore := func(k string) bool { return strings.HasPrefix(k, "vit_model.") || strings.HasPrefix(k, "net.") }
 		if err := nn.Load(hd, file.Tensors, headPath, nn.LoadOptions{Ignore: ignore}); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("head (%d classes of divide %q): %w", len(classes), f.Divide, err)
 		}
 	}
 	return &Model{DINO: vit, CLIP: cm, Head: hd, Tok: tok, Classes: classes}, nil
