@@ -57,6 +57,7 @@ $(foreach g,$(GENERATORS),$(eval $(call GEN_RULE,$(g))))
 # The method's reference builds on the backbones' reference modules.
 $(TESTDATA)/method/.stamp: tests/dino/gen_dino.py tests/clip/gen_clip.py
 $(TESTDATA)/checkpoint/.stamp: tests/method/ref_step.py tests/dino/gen_dino.py tests/clip/gen_clip.py
+$(TESTDATA)/eval/.stamp: tests/checkpoint/gen_checkpoint.py tests/checkpoint/refnet.py tests/method/ref_step.py tests/metrics/gen_metrics.py tests/dino/gen_dino.py tests/clip/gen_clip.py
 
 testdata: deps $(STAMPS)
 

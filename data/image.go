@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"image"
 	"image/color"
-	"image/jpeg"
 	"image/png"
 	"io"
 	"os"
@@ -48,63 +47,80 @@ var (
 	jpegMagic = []byte{0xff, 0xd8, 0xff}
 )
 
-// readImage reads path and decodes it as JPEG or PNG (chosen by the file's first bytes, not by
-// its name), with errors that name the file and what was expected.
-func readImage(path string) (image.Image, string, error) {
+// readFile reads path and tells its format, "PNG" or "JPEG", from its first bytes (not its
+// name), with errors that name the file and what was expected.
+func readFile(path string) ([]byte, string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, "", fmt.Errorf("data: read image: %w", err)
 	}
-	var (
-		m    image.Image
-		kind string
-	)
 	switch {
 	case bytes.HasPrefix(b, pngMagic):
-		kind = "PNG"
-		m, err = png.Decode(bytes.NewReader(b))
+		return b, "PNG", nil
 	case bytes.HasPrefix(b, jpegMagic):
-		kind = "JPEG"
-		m, err = jpeg.Decode(bytes.NewReader(b))
-	default:
-		return nil, "", fmt.Errorf("data: %s is not an image: want a JPEG or PNG file (it starts with % x)", path, b[:min(len(b), 8)])
+		return b, "JPEG", nil
+	}
+	return nil, "", fmt.Errorf("data: %s is not an image: want a JPEG or PNG file (it starts with % x)", path, b[:min(len(b), 8)])
+}
+
+// decodePNG decodes the PNG file contents b read from path, refusing images over PIL's
+// decompression-bomb limit before allocating their pixels.
+func decodePNG(path string, b []byte) (image.Image, error) {
+	cfg, err := png.DecodeConfig(bytes.NewReader(b))
+	if err == nil && cfg.Width*cfg.Height > maxImagePixels {
+		return nil, fmt.Errorf("data: %s: PNG image of %d×%d = %d pixels exceeds the limit of %d (PIL's decompression-bomb limit)", path, cfg.Width, cfg.Height, cfg.Width*cfg.Height, maxImagePixels)
+	}
+	var m image.Image
+	if err == nil {
+		m, err = png.Decode(bytes.NewReader(b))
 	}
 	if err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			return nil, "", fmt.Errorf("data: %s: truncated %s file (%v)", path, kind, err)
+			return nil, fmt.Errorf("data: %s: truncated PNG file (%v)", path, err)
 		}
-		return nil, "", fmt.Errorf("data: %s: corrupt or unsupported %s file: %v", path, kind, err)
+		return nil, fmt.Errorf("data: %s: corrupt or unsupported PNG file: %v", path, err)
 	}
 	if r := m.Bounds(); r.Dx() <= 0 || r.Dy() <= 0 {
-		return nil, "", fmt.Errorf("data: %s: empty %s image (%d×%d)", path, kind, r.Dx(), r.Dy())
+		return nil, fmt.Errorf("data: %s: empty PNG image (%d×%d)", path, r.Dx(), r.Dy())
 	}
-	return m, kind, nil
+	return m, nil
 }
 
-// DecodeImage reads a JPEG or PNG file and converts it to 8-bit RGB as PIL's
-// Image.open(path).convert("RGB") does:
+// DecodeImage reads a JPEG or PNG file and converts it to 8-bit RGB as PIL 13's
+// Image.open(path).convert("RGB") does, bit for bit:
 //
-//   - grey (any bit depth up to 8) is replicated to R, G and B; paletted images are looked up;
+//   - JPEGs are decoded by libjpeg(-turbo) with PIL's settings (decodeJPEG): ISLOW IDCT, fancy
+//     chroma upsampling, libjpeg's YCbCr → RGB; grey JPEGs are replicated to R, G and B; CMYK
+//     and YCCK JPEGs are read as Adobe-inverted CMYK (PIL assumes Adobe's convention for every
+//     CMYK JPEG) and converted with PIL's R = 255−k − round((255−k)·c/255) in integers;
+//   - PNG grey (any bit depth up to 8) is replicated to R, G and B; paletted images are looked up;
 //   - alpha is dropped, not composited (RGBA, LA and transparent palettes alike);
 //   - 16-bit RGB(A) keeps the high byte of each sample; 16-bit grey is clipped to 0..255, as
-//     PIL 13's I;16 → RGB conversion does (so most 16-bit grey pixels become white);
-//   - CMYK JPEGs (Adobe-inverted ones included; Go's decoder undoes the inversion as PIL does)
-//     use PIL's formula R = 255−k − round((255−k)·c/255) with its integer rounding.
+//     PIL 13's I;16 → RGB conversion does (so most 16-bit grey pixels become white).
 //
-// PNG decodes exactly as PIL does. YCbCr JPEGs differ from PIL's libjpeg-turbo by a few grey
-// levels: Go's decoder uses another integer IDCT, replicates subsampled chroma instead of
-// libjpeg's triangular ("fancy") upsampling and rounds the colour conversion differently (the
-// parity test bounds the difference). Corrupt, truncated and non-image files give one error
-// naming the file.
+// JPEG pixels equal PIL's as long as both use libjpeg-turbo's ISLOW IDCT and fancy upsampling
+// (checked against Pillow 13's bundled libjpeg-turbo 3.x in tests/data). Corrupt, truncated,
+// oversized and non-image files give one error naming the file.
 func DecodeImage(path string) (Image, error) {
-	m, _, err := readImage(path)
+	b, kind, err := readFile(path)
+	if err != nil {
+		return Image{}, err
+	}
+	if kind == "JPEG" {
+		w, h, pix, err := decodeJPEG(path, b, jpegRGB)
+		if err != nil {
+			return Image{}, err
+		}
+		return Image{W: w, H: h, Pix: pix}, nil
+	}
+	m, err := decodePNG(path, b)
 	if err != nil {
 		return Image{}, err
 	}
 	return toRGB(m), nil
 }
 
-// toRGB converts a decoded image to packed 8-bit RGB with PIL's convert("RGB") rules. This is
+// toRGB converts a decoded PNG image to packed 8-bit RGB with PIL's convert("RGB") rules. This is
 // part of decoding: it runs once per pixel on Go's decoded byte slices, before any tensor exists.
 func toRGB(m image.Image) Image {
 	r := m.Bounds()
@@ -112,16 +128,6 @@ func toRGB(m image.Image) Image {
 	out := Image{W: w, H: h, Pix: make([]uint8, w*h*3)}
 	dst := out.Pix
 	switch m := m.(type) {
-	case *image.YCbCr:
-		for y := 0; y < h; y++ {
-			yi := m.YOffset(r.Min.X, r.Min.Y+y)
-			d := dst[y*w*3 : (y+1)*w*3]
-			for x := 0; x < w; x++ {
-				ci := m.COffset(r.Min.X+x, r.Min.Y+y)
-				R, G, B := color.YCbCrToRGB(m.Y[yi+x], m.Cb[ci], m.Cr[ci])
-				d[3*x], d[3*x+1], d[3*x+2] = R, G, B
-			}
-		}
 	case *image.Gray:
 		for y := 0; y < h; y++ {
 			s := m.Pix[y*m.Stride : y*m.Stride+w]
@@ -150,18 +156,6 @@ func toRGB(m image.Image) Image {
 		copyRGB(dst, m.Pix, m.Stride, w, h, 8, 2)
 	case *image.NRGBA64:
 		copyRGB(dst, m.Pix, m.Stride, w, h, 8, 2)
-	case *image.CMYK:
-		for y := 0; y < h; y++ {
-			s := m.Pix[y*m.Stride : y*m.Stride+4*w]
-			d := dst[y*w*3 : (y+1)*w*3]
-			for x := 0; x < w; x++ {
-				nk := 255 - int(s[4*x+3])
-				for c := 0; c < 3; c++ {
-					t := int(s[4*x+c])*nk + 128 // PIL's MULDIV255
-					d[3*x+c] = clip8(nk - ((t>>8)+t)>>8)
-				}
-			}
-		}
 	case *image.Paletted:
 		pal := make([][3]uint8, len(m.Palette))
 		for i, c := range m.Palette {
@@ -214,16 +208,6 @@ func rawRGB(c color.Color) [3]uint8 {
 	return [3]uint8{n.R, n.G, n.B}
 }
 
-func clip8(v int) uint8 {
-	if v < 0 {
-		return 0
-	}
-	if v > 255 {
-		return 255
-	}
-	return uint8(v)
-}
-
 // LoadGT reads a ground-truth mask as the released process_gt does, cv2.imread(path,
 // cv2.IMREAD_GRAYSCALE), and returns its grey levels as a CPU uint8 (H, W) tensor:
 //
@@ -233,40 +217,54 @@ func clip8(v int) uint8 {
 //     grey = (9797·R + 19234·G + 3737·B) >> 15 for 8-bit samples, and for 16-bit samples
 //     ((9797·R + 19234·G + 3737·B + 16384) >> 15) >> 8;
 //   - grey+alpha drops the alpha;
-//   - a JPEG mask gives its luma plane (libjpeg decodes straight to grey), up to the IDCT
-//     differences DecodeImage describes.
+//   - grey and colour JPEGs are decoded by libjpeg straight to grey (the luma plane, as OpenCV
+//     asks libjpeg for it); CMYK JPEGs to raw CMYK, then OpenCV's CMYK → grey formula.
 //
-// These rules were checked bit for bit against cv2 5.0 with libpng 1.6 (tests/data).
+// These rules were checked bit for bit against cv2 5.0 with libpng 1.6 and its libjpeg-turbo
+// (tests/data). OpenCV's EXIF rotation of JPEGs is not applied (masks carry no orientation).
 func LoadGT(path string) (*torch.Tensor, error) {
-	m, _, err := readImage(path)
+	b, kind, err := readFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("ground truth: %w", err)
+	}
+	var out *torch.Tensor
+	if kind == "JPEG" {
+		w, h, pix, err := decodeJPEG(path, b, jpegGreyCV)
+		if err != nil {
+			return nil, fmt.Errorf("ground truth: %w", err)
+		}
+		err = torch.Try(func() {
+			out = torch.FromBytes(pix, torch.Uint8, []int64{int64(h), int64(w)}, torch.CPU)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("data: ground truth %s: %w", path, err)
+		}
+		return out, nil
+	}
+	m, err := decodePNG(path, b)
 	if err != nil {
 		return nil, fmt.Errorf("ground truth: %w", err)
 	}
 	r := m.Bounds()
 	h, w := int64(r.Dy()), int64(r.Dx())
-	var out *torch.Tensor
 	err = torch.WithScope(func(s *torch.Scope) {
-		var p pins
-		defer p.done()
 		switch m := m.(type) {
 		case *image.Gray:
-			out = p.t(torch.FromBytes(packRows(m.Pix, m.Stride, int(w), int(h)), torch.Uint8, []int64{h, w}, torch.CPU))
-		case *image.YCbCr:
-			out = p.t(torch.FromBytes(packRows(m.Y, m.YStride, int(w), int(h)), torch.Uint8, []int64{h, w}, torch.CPU))
+			out = torch.FromBytes(packRows(m.Pix, m.Stride, int(w), int(h)), torch.Uint8, []int64{h, w}, torch.CPU)
 		case *image.Gray16:
-			b := p.t(torch.FromBytes(packRows(m.Pix, m.Stride, int(w)*2, int(h)), torch.Uint8, []int64{h, w, 2}, torch.CPU))
-			out = p.t(b.Select(2, 0)).Contiguous()
+			b := torch.FromBytes(packRows(m.Pix, m.Stride, int(w)*2, int(h)), torch.Uint8, []int64{h, w, 2}, torch.CPU)
+			out = b.Select(2, 0).Contiguous()
 		case *image.NRGBA:
-			out = grey8(p.t(torch.FromBytes(packRows(m.Pix, m.Stride, int(w)*4, int(h)), torch.Uint8, []int64{h, w, 4}, torch.CPU)))
+			out = grey8(torch.FromBytes(packRows(m.Pix, m.Stride, int(w)*4, int(h)), torch.Uint8, []int64{h, w, 4}, torch.CPU))
 		case *image.RGBA:
-			out = grey8(p.t(torch.FromBytes(packRows(m.Pix, m.Stride, int(w)*4, int(h)), torch.Uint8, []int64{h, w, 4}, torch.CPU)))
+			out = grey8(torch.FromBytes(packRows(m.Pix, m.Stride, int(w)*4, int(h)), torch.Uint8, []int64{h, w, 4}, torch.CPU))
 		case *image.NRGBA64:
-			out = grey16(p.t(torch.FromBytes(packRows(m.Pix, m.Stride, int(w)*8, int(h)), torch.Uint8, []int64{h, w, 4, 2}, torch.CPU)))
+			out = grey16(torch.FromBytes(packRows(m.Pix, m.Stride, int(w)*8, int(h)), torch.Uint8, []int64{h, w, 4, 2}, torch.CPU))
 		case *image.RGBA64:
-			out = grey16(p.t(torch.FromBytes(packRows(m.Pix, m.Stride, int(w)*8, int(h)), torch.Uint8, []int64{h, w, 4, 2}, torch.CPU)))
-		default: // paletted, CMYK, ...: via RGB
+			out = grey16(torch.FromBytes(packRows(m.Pix, m.Stride, int(w)*8, int(h)), torch.Uint8, []int64{h, w, 4, 2}, torch.CPU))
+		default: // paletted, ...: via RGB
 			rgb := toRGB(m)
-			out = grey8(p.t(torch.FromBytes(rgb.Pix, torch.Uint8, []int64{h, w, 3}, torch.CPU)))
+			out = grey8(torch.FromBytes(rgb.Pix, torch.Uint8, []int64{h, w, 3}, torch.CPU))
 		}
 		s.Keep(out)
 	})
@@ -293,20 +291,16 @@ var gtCoeffs = []int64{9797, 19234, 3737}
 
 // grey8 is libpng's 8-bit rgb_to_gray of an (H, W, ≥3) uint8 tensor.
 func grey8(px *torch.Tensor) *torch.Tensor {
-	var p pins
-	defer p.done()
-	rgb := p.t(p.t(p.t(px).Narrow(2, 0, 3)).ToDType(torch.Int64))
-	s := p.t(p.t(rgb.Mul(p.t(torch.FromSlice(gtCoeffs, 3)))).SumDims([]int64{2}, false))
-	return p.t(s.FloorDivide(p.t(torch.Scalar(1<<15, torch.Int64)))).ToDType(torch.Uint8)
+	rgb := px.Narrow(2, 0, 3).ToDType(torch.Int64)
+	s := rgb.Mul(torch.FromSlice(gtCoeffs, 3)).SumDims([]int64{2}, false)
+	return s.FloorDivide(torch.Scalar(1<<15, torch.Int64)).ToDType(torch.Uint8)
 }
 
 // grey16 is libpng's 16-bit rgb_to_gray then strip_16 of an (H, W, ≥3, 2) big-endian byte tensor.
 func grey16(px *torch.Tensor) *torch.Tensor {
-	var p pins
-	defer p.done()
-	b := p.t(p.t(p.t(px).Narrow(2, 0, 3)).ToDType(torch.Int64))
-	v := p.t(p.t(p.t(b.Select(3, 0)).MulScalar(256)).Add(p.t(b.Select(3, 1))))
-	s := p.t(p.t(p.t(p.t(v.Mul(p.t(torch.FromSlice(gtCoeffs, 3)))).SumDims([]int64{2}, false)).AddScalar(1 << 14)))
-	g16 := p.t(s.FloorDivide(p.t(torch.Scalar(1<<15, torch.Int64))))
-	return p.t(g16.FloorDivide(p.t(torch.Scalar(256, torch.Int64)))).ToDType(torch.Uint8)
+	b := px.Narrow(2, 0, 3).ToDType(torch.Int64)
+	v := b.Select(3, 0).MulScalar(256).Add(b.Select(3, 1))
+	s := v.Mul(torch.FromSlice(gtCoeffs, 3)).SumDims([]int64{2}, false).AddScalar(1 << 14)
+	g16 := s.FloorDivide(torch.Scalar(1<<15, torch.Int64))
+	return g16.FloorDivide(torch.Scalar(256, torch.Int64)).ToDType(torch.Uint8)
 }

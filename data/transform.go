@@ -2,9 +2,7 @@ package data
 
 import (
 	"fmt"
-	"math"
 	"math/rand/v2"
-	"runtime"
 
 	"github.com/affgd/affgd/torch"
 )
@@ -66,6 +64,17 @@ func DrawCropFlip(rng *rand.Rand, h, w, crop int) CropFlip {
 // caller's scope. Only the resized pixels inside the crop are computed (each is independent of
 // the others in PIL's separable filter, so the result is the same).
 func TrainTransform(img Image, resize, crop int, cf CropFlip) (*torch.Tensor, error) {
+	px, err := trainPixels(nil, img, resize, crop, cf)
+	if err != nil {
+		return nil, err
+	}
+	return normalizeBytes(px, 1, crop, crop, false)
+}
+
+// trainPixels is TrainTransform up to the normalisation: it writes the resized, cropped and
+// flipped 8-bit pixels, packed crop×crop×3, to dst (crop·crop·3 bytes; nil: a new slice once
+// the arguments are checked) and returns them.
+func trainPixels(dst []byte, img Image, resize, crop int, cf CropFlip) ([]byte, error) {
 	if err := img.validate(); err != nil {
 		return nil, err
 	}
@@ -79,9 +88,15 @@ func TrainTransform(img Image, resize, crop int, cf CropFlip) (*torch.Tensor, er
 	if cf.Top < 0 || cf.Left < 0 || cf.Top+crop > oh || cf.Left+crop > ow {
 		return nil, fmt.Errorf("data: train transform: crop at (top %d, left %d) of %d×%d leaves the %d×%d resized image", cf.Top, cf.Left, crop, crop, ow, oh)
 	}
+	if dst == nil {
+		dst = make([]byte, crop*crop*3)
+	}
 	rows := window(cf.Top, crop, false)
 	cols := window(cf.Left, crop, cf.Flip)
-	return transform(img, oh, ow, rows, cols)
+	if err := resampleInto(dst, img, oh, ow, rows, cols, verticalFirst(img.H, img.W, oh, ow)); err != nil {
+		return nil, fmt.Errorf("data: train transform: %w", err)
+	}
+	return dst, nil
 }
 
 // TestTransform is the released test transform: resize to exactly size×size (PIL's antialiased
@@ -93,7 +108,12 @@ func TestTransform(img Image, size int) (*torch.Tensor, error) {
 	if size <= 0 {
 		return nil, fmt.Errorf("data: test transform: size %d must be positive", size)
 	}
-	return transform(img, size, size, window(0, size, false), window(0, size, false))
+	px := make([]byte, size*size*3)
+	w := window(0, size, false)
+	if err := resampleInto(px, img, size, size, w, w, verticalFirst(img.H, img.W, size, size)); err != nil {
+		return nil, fmt.Errorf("data: test transform: %w", err)
+	}
+	return normalizeBytes(px, 1, size, size, false)
 }
 
 // Resize resizes img to h×w with PIL's antialiased bilinear filter (Image.resize((w, h),
@@ -105,9 +125,13 @@ func Resize(img Image, h, w int) (*torch.Tensor, error) {
 	if h <= 0 || w <= 0 {
 		return nil, fmt.Errorf("data: resize: target size %d×%d must be positive", w, h)
 	}
+	px := make([]byte, h*w*3)
+	if err := resampleInto(px, img, h, w, window(0, h, false), window(0, w, false), verticalFirst(img.H, img.W, h, w)); err != nil {
+		return nil, fmt.Errorf("data: resize: %w", err)
+	}
 	var out *torch.Tensor
-	err := torch.WithScope(func(s *torch.Scope) {
-		out = s.Keep(resample(img, h, w, window(0, h, false), window(0, w, false)))
+	err := torch.Try(func() {
+		out = torch.FromBytes(px, torch.Uint8, []int64{int64(h), int64(w), 3}, torch.CPU)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("data: resize: %w", err)
@@ -128,203 +152,46 @@ func window(start, k int, flip bool) []int {
 	return idx
 }
 
-// transform resizes img to oh×ow keeping the output rows and cols listed, then normalises.
-func transform(img Image, oh, ow int, rows, cols []int) (*torch.Tensor, error) {
+// normalizeBytes is torchvision's ToTensor then Normalize(ImageNet) on n packed h×w×3 8-bit
+// images: (x/255 − mean)/std in float32, the same float32 operations in the same order, so bit
+// for bit. It returns a CPU float32 (n, 3, h, w) tensor, or (3, h, w) when n is 1 and !batch,
+// in the caller's scope (the temporaries are freed at once).
+func normalizeBytes(px []byte, n, h, w int, batch bool) (*torch.Tensor, error) {
 	var out *torch.Tensor
 	err := torch.WithScope(func(s *torch.Scope) {
-		u8 := resample(img, oh, ow, rows, cols) // (len(rows), len(cols), 3) uint8
-		out = s.Keep(normalize(u8))
-		runtime.KeepAlive(u8)
+		u8 := torch.FromBytes(px, torch.Uint8, []int64{int64(n), int64(h), int64(w), 3}, torch.CPU)
+		x := u8.Permute(0, 3, 1, 2).Contiguous().ToDType(torch.Float32).DivScalar(255)
+		x.Sub_(torch.FromSlice(imagenetMean, 3, 1, 1)).Div_(torch.FromSlice(imagenetStd, 3, 1, 1))
+		if n == 1 && !batch {
+			x = x.Reshape(3, int64(h), int64(w))
+		}
+		out = s.Keep(x)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("data: transform: %w", err)
+		return nil, fmt.Errorf("data: normalise: %w", err)
 	}
 	return out, nil
 }
 
-// normalize is torchvision's ToTensor then Normalize(ImageNet) on an (H, W, 3) uint8 tensor:
-// (x/255 − mean)/std in float32, as (3, H, W).
-func normalize(u8 *torch.Tensor) *torch.Tensor {
-	var p pins
-	defer p.done()
-	x := p.t(p.t(p.t(p.t(u8).Permute(2, 0, 1)).Contiguous()).ToDType(torch.Float32))
-	x = p.t(x.DivScalar(255))
-	mean := p.t(torch.FromSlice(imagenetMean, 3, 1, 1))
-	std := p.t(torch.FromSlice(imagenetStd, 3, 1, 1))
-	return p.t(x.Sub(mean)).Div(std)
+// verticalFirst reports whether Pillow 13 runs the vertical pass before the horizontal one when
+// resizing inH×inW to outH×outW with both sizes changing. Its ImagingResample (read from the
+// venv's compiled _imaging module and confirmed bit for bit on random sizes, tests/data) goes
+// vertical-first exactly when the height shrinks by more than twice what the width shrinks:
+// inH − outH > 0 and inH − outH > 2·(inW − outW). So a growing height is always horizontal-first,
+// and a shrinking height with a growing width always vertical-first.
+func verticalFirst(inH, inW, outH, outW int) bool {
+	dy := inH - outH
+	return dy > 0 && dy > 2*(inW-outW)
 }
 
-// PIL's fixed-point precision for 8-bit resampling (Resample.c: PRECISION_BITS = 32 − 8 − 2).
-const precisionBits = 22
-
-// coeffs are one axis's PIL resampling weights for the selected output coordinates: for output
-// i, the input window starts at lo[i] and has weights w[i*k : (i+1)*k] (zero past its end).
-type coeffs struct {
-	k   int
-	lo  []int64
-	idx []int64 // (n·k) input indices, clamped into range where the weight is 0
-	w   []int32 // (n·k) fixed-point weights
+// resampleOrder is PIL's Image.resize((ow, oh), BILINEAR) on an 8-bit RGB image restricted to
+// the output rows and cols listed, with the pass order given (vertical first when vFirst and
+// both sides change; Pillow's own order is verticalFirst's). Returns a uint8 (len(rows),
+// len(cols), 3) tensor; it panics with a *torch.Error on bad arguments (a test helper).
+func resampleOrder(img Image, oh, ow int, rows, cols []int, vFirst bool) *torch.Tensor {
+	px := make([]byte, len(rows)*len(cols)*3)
+	if err := resampleInto(px, img, oh, ow, rows, cols, vFirst); err != nil {
+		torch.Fail("resample", "%v", err)
+	}
+	return torch.FromBytes(px, torch.Uint8, []int64{int64(len(rows)), int64(len(cols)), 3}, torch.CPU)
 }
-
-// pilCoeffs computes PIL's bilinear (triangle, support 1) coefficients for resampling inSize
-// to outSize, exactly as Resample.c's precompute_coeffs and normalize_coeffs_8bpc do (double
-// arithmetic, then rounding half away from zero to 22 fractional bits), for the outputs sel.
-func pilCoeffs(inSize, outSize int, sel []int) coeffs {
-	scale := float64(inSize) / float64(outSize)
-	filterscale := math.Max(scale, 1)
-	support := 1.0 * filterscale
-	k := int(math.Ceil(support))*2 + 1
-	c := coeffs{k: k, lo: make([]int64, len(sel)), idx: make([]int64, len(sel)*k), w: make([]int32, len(sel)*k)}
-	kk := make([]float64, k)
-	for i, xx := range sel {
-		center := (float64(xx) + 0.5) * scale
-		ss := 1.0 / filterscale
-		xmin := int(center - support + 0.5) // C's (int) truncates; the value is ≥ −0.5
-		if xmin < 0 {
-			xmin = 0
-		}
-		xmax := int(center + support + 0.5)
-		if xmax > inSize {
-			xmax = inSize
-		}
-		xmax -= xmin
-		ww := 0.0
-		for x := 0; x < xmax; x++ {
-			t := math.Abs((float64(x+xmin) - center + 0.5) * ss)
-			v := 0.0
-			if t < 1 {
-				v = 1 - t
-			}
-			kk[x] = v
-			ww += v
-		}
-		for x := 0; x < k; x++ {
-			v := 0.0
-			if x < xmax {
-				v = kk[x]
-				if ww != 0 {
-					v /= ww
-				}
-			}
-			var q int32
-			if v < 0 {
-				q = int32(-0.5 + v*(1<<precisionBits))
-			} else {
-				q = int32(0.5 + v*(1<<precisionBits))
-			}
-			j := i*k + x
-			c.w[j] = q
-			c.idx[j] = int64(min(xmin+x, inSize-1))
-		}
-		c.lo[i] = int64(xmin)
-	}
-	return c
-}
-
-// pass resamples dimension dim of x (int32, values 0..255) with c: out[..., i, ...] =
-// clip8((2^21 + Σ_x w[i,x]·in[..., idx[i,x], ...]) >> 22), PIL's ImagingResample{Horizontal,
-// Vertical}_8bpc. Returns int32 with the selected outputs along dim.
-func pass(x *torch.Tensor, dim int64, c coeffs) *torch.Tensor {
-	var p pins
-	defer p.done()
-	p.t(x)
-	n := int64(len(c.lo))
-	k := int64(c.k)
-	g := p.t(x.IndexSelect(dim, p.t(torch.FromSlice(c.idx, n*k)))) // dim now has n·k entries
-	shape := g.Shape()
-	ns := append(append(append([]int64{}, shape[:dim]...), n, k), shape[dim+1:]...)
-	g = p.t(g.Reshape(ns...))
-	wshape := make([]int64, len(ns))
-	for i := range wshape {
-		wshape[i] = 1
-	}
-	wshape[dim], wshape[dim+1] = n, k
-	w := p.t(torch.FromSlice(c.w, wshape...))
-	s := p.t(p.t(p.t(g.Mul(w)).SumDims([]int64{dim + 1}, false)).AddScalar(1 << (precisionBits - 1)))
-	s = p.t(s.FloorDivide(p.t(torch.Scalar(1<<precisionBits, torch.Int32))))
-	return s.Clamp(0, 255)
-}
-
-// resample is PIL's Image.resize((ow, oh), BILINEAR) on an 8-bit RGB image, restricted to the
-// output rows and cols listed (in that order, so a reversed list flips). Each pass rounds to 8
-// bits as PIL does, so the order of the passes matters: PIL 13 runs the horizontal pass first,
-// except when the height shrinks while the width grows, where it runs the vertical pass first
-// (measured on 101 of 101 random such sizes against the venv's Pillow 13.0.0). When both sides
-// shrink, Pillow 13 also goes vertical-first for some sizes by a rule we could not pin down; we
-// run horizontal first there, which matched every proportional shrink we tried (the train
-// transform's case) and most 224×224 test resizes; elsewhere the two orders differ by at most
-// one grey level. A side whose size does not change is not resampled (PIL skips it too; its
-// coefficients would be the identity anyway). Returns a uint8 (len(rows), len(cols), 3) tensor.
-func resample(img Image, oh, ow int, rows, cols []int) *torch.Tensor {
-	var p pins
-	defer p.done()
-	x := p.t(torch.FromBytes(img.Pix, torch.Uint8, []int64{int64(img.H), int64(img.W), 3}, torch.CPU))
-	needH, needV := ow != img.W, oh != img.H
-	var cv, ch coeffs
-	if needV {
-		cv = pilCoeffs(img.H, oh, rows)
-	}
-	if needH {
-		ch = pilCoeffs(img.W, ow, cols)
-	}
-	if needV && needH && oh < img.H && ow > img.W { // vertical pass first
-		x = p.t(narrowTo(x, 1, &ch))
-		x = p.t(pass(p.t(x.ToDType(torch.Int32)), 0, cv))
-		return p.t(pass(x, 1, ch)).ToDType(torch.Uint8)
-	}
-	if needV {
-		// The horizontal pass runs only on the input rows the vertical pass reads.
-		x = p.t(narrowTo(x, 0, &cv))
-	} else {
-		x = p.t(x.IndexSelect(0, p.t(torch.FromSlice(toInt64(rows), int64(len(rows))))))
-	}
-	if needH {
-		x = p.t(pass(p.t(x.ToDType(torch.Int32)), 1, ch))
-	} else {
-		x = p.t(x.IndexSelect(1, p.t(torch.FromSlice(toInt64(cols), int64(len(cols))))))
-	}
-	if needV {
-		x = p.t(pass(p.t(x.ToDType(torch.Int32)), 0, cv))
-	}
-	return x.ToDType(torch.Uint8)
-}
-
-// narrowTo narrows dimension dim of x to the input range c reads and shifts c's indices to it.
-func narrowTo(x *torch.Tensor, dim int64, c *coeffs) *torch.Tensor {
-	lo, hi := int64(math.MaxInt64), int64(0)
-	for _, v := range c.idx {
-		lo, hi = min(lo, v), max(hi, v)
-	}
-	for i := range c.idx {
-		c.idx[i] -= lo
-	}
-	out := x.Narrow(dim, lo, hi-lo+1)
-	runtime.KeepAlive(x)
-	return out
-}
-
-func toInt64(v []int) []int64 {
-	out := make([]int64, len(v))
-	for i, x := range v {
-		out[i] = int64(x)
-	}
-	return out
-}
-
-// pins holds the intermediate tensors of a computation reachable until it ends.
-//
-// The torch package frees a tensor from a runtime cleanup once its Go handle is unreachable, and
-// a handle used only as the receiver or argument of an operation can become unreachable while
-// libtorch is still running that operation (the package does not call runtime.KeepAlive after its
-// C calls). Code here therefore passes every intermediate through pins.t and calls pins.done at
-// the end, so no cleanup can free a tensor an operation is reading.
-type pins struct{ ts []*torch.Tensor }
-
-// t records x and returns it.
-func (p *pins) t(x *torch.Tensor) *torch.Tensor {
-	p.ts = append(p.ts, x)
-	return x
-}
-
-// done keeps the recorded tensors alive up to this call.
-func (p *pins) done() { runtime.KeepAlive(p.ts) }

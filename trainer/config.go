@@ -99,9 +99,35 @@ func ParseConfig(raw []byte) (Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return c, fmt.Errorf("%s (valid keys: %s)", strings.TrimPrefix(err.Error(), "yaml: "), strings.Join(Keys(), ", "))
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			parts := make([]string, len(te.Errors))
+			for i, e := range te.Errors {
+				if j := strings.Index(e, " not found in type "); j >= 0 {
+					e = strings.Replace(e[:j], "field ", "unknown key ", 1)
+				}
+				parts[i] = e
+			}
+			msg = strings.Join(parts, "; ")
+		}
+		return c, fmt.Errorf("%s (valid keys: %s)", msg, strings.Join(Keys(), ", "))
 	}
 	return c, nil
+}
+
+// Diff returns the keys whose values differ between c and o, in declaration order.
+func (c Config) Diff(o Config) []string {
+	var a, b map[string]any
+	_ = yaml.Unmarshal(c.YAML(), &a)
+	_ = yaml.Unmarshal(o.YAML(), &b)
+	var keys []string
+	for _, k := range Keys() {
+		if fmt.Sprint(a[k]) != fmt.Sprint(b[k]) {
+			keys = append(keys, k)
+		}
+	}
+	return keys
 }
 
 // Keys lists the YAML keys of Config in declaration order.

@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/affgd/affgd/data"
@@ -196,8 +197,9 @@ func checkResume(cfg Config, resume bool, statePath string) error {
 	for _, c := range []*Config{&a, &b} {
 		c.Device, c.Threads, c.Workers, c.Prefetch, c.Epochs, c.TestLimit = "", 0, 0, 0, 0, 0
 	}
-	if a != b {
-		return fmt.Errorf("--resume: the configuration differs from the saved run's %s in more than device, threads, workers, prefetch, epochs and test_limit", filepath.Join(cfg.OutDir, ConfigFile))
+	if d := a.Diff(b); len(d) > 0 {
+		return fmt.Errorf("--resume: the configuration differs from the saved run's %s in %s (only device, threads, workers, prefetch, epochs and test_limit may change)",
+			filepath.Join(cfg.OutDir, ConfigFile), strings.Join(d, ", "))
 	}
 	return nil
 }

@@ -25,11 +25,11 @@ type recorder struct {
 	stopAt [2]int // epoch, step after which to cancel; -1 = never
 }
 
-func (r *recorder) Log(string)                     {}
-func (r *recorder) EpochStart(_, _, _, _ int)      {}
-func (r *recorder) EvalStart(_, _ int)             {}
-func (r *recorder) EvalProgress(_, _ int)          {}
-func (r *recorder) EpochEnd(l EpochLog)            { r.epochs = append(r.epochs, l) }
+func (r *recorder) Log(string)                {}
+func (r *recorder) EpochStart(_, _, _, _ int) {}
+func (r *recorder) EvalStart(_, _ int)        {}
+func (r *recorder) EvalProgress(_, _ int)     {}
+func (r *recorder) EpochEnd(l EpochLog)       { r.epochs = append(r.epochs, l) }
 func (r *recorder) Step(s StepStats) {
 	r.steps = append(r.steps, s)
 	if r.cancel != nil && s.Epoch == r.stopAt[0] && s.Step == r.stopAt[1] {

@@ -64,7 +64,7 @@ func benchCommand() *cli.Command {
 				&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu only: the reference step runs on the CPU"},
 			},
 			Action: benchStep,
-		}},
+		}, benchDataCommand(), benchEvalCommand()},
 	}
 }
 

@@ -56,17 +56,24 @@ func configFromFlags(c *cli.Context) (trainer.Config, error) {
 			return cfg, err
 		}
 	}
-	over := &yaml.Node{Kind: yaml.MappingNode}
+	// One flag at a time, so that an error names the flag.
 	for _, k := range trainer.Keys() {
-		if c.IsSet(flagName(k)) {
-			over.Content = append(over.Content,
-				&yaml.Node{Kind: yaml.ScalarNode, Value: k},
-				&yaml.Node{Kind: yaml.ScalarNode, Value: c.String(flagName(k))})
+		if !c.IsSet(flagName(k)) {
+			continue
 		}
-	}
-	if len(over.Content) > 0 {
+		v := c.String(flagName(k))
+		over := &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{
+			{Kind: yaml.ScalarNode, Value: k}, {Kind: yaml.ScalarNode, Value: v}}}
 		if err := over.Decode(&cfg); err != nil {
-			return cfg, fmt.Errorf("flags: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+			msg := err.Error()
+			var te *yaml.TypeError
+			if errors.As(err, &te) && len(te.Errors) > 0 {
+				msg = te.Errors[0]
+				if i := strings.Index(msg, ": "); strings.HasPrefix(msg, "line ") && i >= 0 {
+					msg = msg[i+2:] // drop the meaningless "line 0: "
+				}
+			}
+			return cfg, fmt.Errorf("--%s %q: %s", flagName(k), v, strings.TrimPrefix(msg, "yaml: "))
 		}
 	}
 	return cfg, nil
@@ -83,12 +90,22 @@ func runTrain(c *cli.Context) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	finished := make(chan struct{})
 	go func() {
-		<-ctx.Done()
-		fmt.Fprintln(os.Stderr, "\naffgd: stopping after the current step (press Ctrl-C again to abort without saving)")
-		stop() // a second signal kills at once
+		select {
+		case <-ctx.Done():
+			select {
+			case <-finished: // the deferred stop after the run, not a signal
+				return
+			default:
+			}
+			fmt.Fprintln(os.Stderr, "\naffgd: stopping after the current step (press Ctrl-C again to abort without saving)")
+			stop() // a second signal kills at once
+		case <-finished:
+		}
 	}()
 	err = trainer.Run(ctx, cfg, c.Bool("resume"), newBarUI())
+	close(finished)
 	if errors.Is(err, trainer.ErrInterrupted) {
 		fmt.Fprintf(os.Stderr, "affgd: interrupted; continue with: affgd train %s --resume\n", strings.Join(os.Args[2:], " "))
 		os.Exit(130)

@@ -12,12 +12,17 @@ Writes into --out:
   <name>_train<k>.npy         float32 (3, 224, 224): F.resize(256), F.crop(top, left, 224, 224),
                               F.hflip when flip, ToTensor, Normalize, for the crops in cases.json
   resize_<name>_<h>x<w>.npy   uint8: PIL Image.resize((w, h), BILINEAR) of the decoded image
-  gt/<name>.png, gt_<name>.npy  masks and cv2.imread(p, cv2.IMREAD_GRAYSCALE) of each
+  gt/<file>, gt_<name>.npy    masks (PNG and JPEG) and cv2.imread(p, cv2.IMREAD_GRAYSCALE) of each
+  order_src_<name>.npy        uint8 noise images for Pillow's resize pass order
+  order_out.npy               uint8, 1-D: the PIL resizes of those images to the sizes listed in
+                              cases.json "orders" (each at its offset), chosen around Pillow 13's
+                              rule (vertical pass first iff in_h-out_h > 0 and > 2(in_w-out_w))
   cases.json                  the list of images, their kinds, crops and extra resizes
 Deterministic (fixed seeds). The transforms are the released ones (data/datatrain.py,
 data/datatest.py): torchvision on PIL images.
 """
 import argparse
+import io
 import json
 import os
 
@@ -26,7 +31,7 @@ import numpy as np
 import torch
 import torchvision.transforms as T
 import torchvision.transforms.functional as TF
-from PIL import Image
+from PIL import Image, features
 
 NORM = T.Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
@@ -80,6 +85,29 @@ def write_images(rng, d):
     add("grey_150x100", "jpg", "jpeg", lambda p: Image.fromarray(g, "L").save(p, quality=90))
     cm = Image.fromarray(smooth_rgb(rng, 80, 120)).convert("CMYK")
     add("cmyk_120x80", "jpg", "jpeg", lambda p: cm.save(p, quality=92))
+    # More JPEG layouts: 4:2:2, progressive with optimised tables at odd sizes, a tiny odd 4:2:0
+    # (the edges of fancy upsampling), restart markers, and a file with bit-flipped entropy data
+    # (libjpeg decodes garbage and warns about extraneous bytes; PIL ignores the warning).
+    f = smooth_rgb(rng, 90, 160)
+    add("rgb422_160x90", "jpg", "jpeg", lambda p: Image.fromarray(f).save(p, quality=88, subsampling=1))
+    h = smooth_rgb(rng, 133, 201)
+    add("prog_201x133", "jpg", "jpeg", lambda p: Image.fromarray(h).save(p, quality=80, progressive=True, optimize=True))
+    k = smooth_rgb(rng, 17, 33)
+    add("rgb_33x17", "jpg", "jpeg", lambda p: Image.fromarray(k).save(p, quality=75))
+    m = smooth_rgb(rng, 120, 170)
+    add("restart_170x120", "jpg", "jpeg", lambda p: Image.fromarray(m).save(p, quality=90, restart_marker_blocks=4))
+
+    def corrupt(p):
+        buf = io.BytesIO()
+        Image.fromarray(m).save(buf, "JPEG", quality=90)
+        b = bytearray(buf.getvalue())
+        sos = b.index(b"\xff\xda")
+        for i in range(sos + 400, len(b) - 10, 397):  # flip bits in the entropy-coded data
+            if b[i] != 0xFF and b[i - 1] != 0xFF and b[i] ^ 0x5A != 0xFF:
+                b[i] ^= 0x5A
+        with open(p, "wb") as fh:
+            fh.write(bytes(b))
+    add("corrupt_170x120", "jpg", "jpeg", corrupt)
     return out
 
 
@@ -107,11 +135,48 @@ def write_gt(rng, d, outdir):
     cases.append("rgb16")
     Image.fromarray(m).convert("LA").save(os.path.join(d, "la.png"))
     cases.append("la")
+    cases = [c + ".png" for c in cases]
+    # JPEG masks: OpenCV has libjpeg decode colour files straight to grey, CMYK ones to CMYK.
+    Image.fromarray(m).save(os.path.join(d, "grey_jpg.jpg"), quality=90)
+    Image.fromarray(smooth_rgb(rng, 70, 50)).save(os.path.join(d, "rgb_jpg.jpg"), quality=85)
+    Image.fromarray(smooth_rgb(rng, 40, 60)).convert("CMYK").save(os.path.join(d, "cmyk_jpg.jpg"), quality=90)
+    cases += ["grey_jpg.jpg", "rgb_jpg.jpg", "cmyk_jpg.jpg"]
     for c in cases:
-        g = cv2.imread(os.path.join(d, c + ".png"), cv2.IMREAD_GRAYSCALE)
+        g = cv2.imread(os.path.join(d, c), cv2.IMREAD_GRAYSCALE)
         assert g.dtype == np.uint8 and g.ndim == 2
-        np.save(os.path.join(outdir, "gt_" + c + ".npy"), g)
+        np.save(os.path.join(outdir, "gt_" + os.path.splitext(c)[0] + ".npy"), g)
     return cases
+
+
+def order_sizes(rng, ih, iw):
+    """Target sizes around Pillow 13's pass-order rule for an ih x iw source: the tie
+    dy == 2dx and its neighbours, each growth/shrink combination, then random sizes."""
+    out = []
+    for dx in (1, 5, 17):
+        for dy in (2 * dx - 1, 2 * dx, 2 * dx + 1):
+            out.append((ih - dy, iw - dx))
+    out += [(ih // 2, iw + 9), (ih + 7, iw // 3), (ih + 5, iw + 3), (ih // 3, iw // 3),
+            (ih - 1, iw - 1), (224, 224)]
+    for _ in range(40):
+        out.append((int(rng.integers(2, ih + 40)), int(rng.integers(2, iw + 40))))
+    return [(h, w) for h, w in out if h > 0 and w > 0 and (h, w) != (ih, iw)]
+
+
+def write_orders(rng, out):
+    """Noise images resized by PIL to sizes that tell the two pass orders apart."""
+    orders, chunks, off = [], [], 0
+    for name, (ih, iw) in [("land", (97, 131)), ("port", (131, 67)), ("tall", (700, 260)), ("wide", (480, 640))]:
+        src = rng.integers(0, 256, (ih, iw, 3), dtype=np.uint8)
+        np.save(os.path.join(out, "order_src_%s.npy" % name), src)
+        pil = Image.fromarray(src)
+        sizes = order_sizes(rng, ih, iw) if ih < 200 else [(224, 224), (256, 256 * iw // ih), (ih // 2, iw // 2 + 3)]
+        for h, w in sizes:
+            y = np.asarray(pil.resize((w, h), Image.BILINEAR)).reshape(-1)
+            orders.append({"src": name, "size": [h, w], "offset": off})
+            chunks.append(y)
+            off += y.size
+    np.save(os.path.join(out, "order_out.npy"), np.concatenate(chunks))
+    return orders
 
 
 def main():
@@ -155,9 +220,11 @@ def main():
         cases.append({"key": key, "file": "images/" + fname, "kind": kind, "size": [rgb.shape[0], rgb.shape[1]],
                       "resized": [rh, rw], "crops": crops, "resizes": resizes})
     gts = write_gt(rng, gtdir, out)
+    orders = write_orders(np.random.default_rng(13), out)
     with open(os.path.join(out, "cases.json"), "w") as f:
-        json.dump({"images": cases, "gt": gts, "versions": {"torch": torch.__version__,
+        json.dump({"images": cases, "gt": gts, "orders": orders, "versions": {"torch": torch.__version__,
                    "torchvision": __import__("torchvision").__version__, "pillow": Image.__version__,
+                   "libjpeg_turbo": features.version("libjpeg_turbo"),
                    "cv2": cv2.__version__}}, f, indent=1)
 
 

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/affgd/affgd/data"
+	"github.com/affgd/affgd/evaluate"
+	"github.com/affgd/affgd/models/clip"
+	"github.com/affgd/affgd/models/dino"
+	"github.com/affgd/affgd/synth"
+	"github.com/affgd/affgd/train"
+)
+
+func benchEvalCommand() *cli.Command {
+	return &cli.Command{
+		Name: "eval",
+		Usage: "affgd eval's images/s (decode, transform, inference, metrics of cam/ree/rem) vs the released evaluation " +
+			"loop in PyTorch (PIL + torchvision + test_forward + cv2 metrics) on the same test set and checkpoint",
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "threads", Value: runtime.NumCPU(), Usage: "intra-op threads, for both sides"},
+			&cli.StringFlag{Name: "python", EnvVars: []string{"AFFGD_PYTHON"}, Usage: "the venv's python, for the PyTorch side"},
+			&cli.StringFlag{Name: "data-root", Usage: "an AGD20K root (its Seen test set is read); default: the synthetic set of affgd synth"},
+			&cli.StringFlag{Name: "checkpoint", Usage: "a released-format checkpoint; default: full-size random backbones (ViT-S/16, ViT-B/16) and a fresh head"},
+			&cli.StringFlag{Name: "vocab", Usage: "CLIP's bpe_simple_vocab_16e6.txt.gz (default: the copy affgd synth places)"},
+			&cli.IntFlag{Name: "limit", Usage: "the first N test images only (0 = all)"},
+			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu only: the PyTorch side runs on the CPU"},
+		},
+		Action: benchEval,
+	}
+}
+
+func benchEval(c *cli.Context) error {
+	threads, py, dev, err := benchSetup(c)
+	if err != nil {
+		return err
+	}
+	if !dev.IsCPU() {
+		return fmt.Errorf("bench eval: the PyTorch side runs on the CPU only; use --device cpu")
+	}
+	tmp, err := os.MkdirTemp("", "affgd-bench-eval")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	root, ckpt, vocab := c.String("data-root"), c.String("checkpoint"), c.String("vocab")
+	if root == "" || vocab == "" {
+		s, err := synth.Write(filepath.Join(tmp, "synth"), synth.DefaultOptions())
+		if err != nil {
+			return err
+		}
+		if root == "" {
+			root = s.DataRoot
+		}
+		if vocab == "" {
+			vocab = s.Vocab
+		}
+	}
+	if ckpt == "" {
+		fmt.Fprintln(os.Stderr, "bench eval: writing a full-size random checkpoint (ViT-S/16 DINO, ViT-B/16 CLIP, fresh head)")
+		dp, cp := filepath.Join(tmp, "dino.pth"), filepath.Join(tmp, "clip.pt")
+		if err := dino.WriteRandom(dp, dino.ViTS16(), 1); err != nil {
+			return err
+		}
+		if err := clip.WriteRandom(cp, clip.ViTB16(), 2, clip.FormatStateDict); err != nil {
+			return err
+		}
+		m, err := train.Load(train.Files{DINO: dp, CLIP: cp, Vocab: vocab, Divide: data.Seen})
+		if err != nil {
+			return err
+		}
+		ckpt = filepath.Join(tmp, "model.pth")
+		if err := train.SaveCheckpoint(ckpt, m); err != nil {
+			return err
+		}
+	}
+	ts, err := data.OpenTest(root, data.Seen)
+	if err != nil {
+		return err
+	}
+	m, err := train.Load(train.Files{Checkpoint: ckpt, Vocab: vocab, Divide: data.Seen, Device: dev})
+	if err != nil {
+		return err
+	}
+	n := len(ts.Items)
+	if l := c.Int("limit"); l > 0 && l < n {
+		n = l
+	}
+	// A warm-up image, then the timed pass over the set.
+	if _, err := evaluate.Run(m, ts, evaluate.Options{Limit: 1, Device: dev}); err != nil {
+		return err
+	}
+	start := time.Now()
+	if _, err := evaluate.Run(m, ts, evaluate.Options{Limit: n, Device: dev}); err != nil {
+		return err
+	}
+	goSecs := time.Since(start).Seconds()
+
+	pyOut, err := runPython(py, filepath.Join("tests", "bench", "bench_eval.py"), "--base", filepath.Join(root, "Seen"),
+		"--checkpoint", ckpt, "--vocab", vocab, "--threads", fmt.Sprint(threads), "--limit", fmt.Sprint(n))
+	if err != nil {
+		return err
+	}
+	if int(pyOut["images"]) != n {
+		return fmt.Errorf("bench eval: the PyTorch side evaluated %v images, affgd %d", pyOut["images"], n)
+	}
+	goRate, pyRate := float64(n)/goSecs, float64(n)/pyOut["seconds"]
+	fmt.Printf("eval of %d test images, %d threads, CPU\n", n, threads)
+	fmt.Printf("  affgd    %7.2f images/s  (%s)\n", goRate, dur(goSecs))
+	fmt.Printf("  PyTorch  %7.2f images/s  (%s)\n", pyRate, dur(pyOut["seconds"]))
+	fmt.Printf("  affgd / PyTorch throughput: %.2f×\n", goRate/pyRate)
+	return nil
+}
