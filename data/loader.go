@@ -211,45 +211,57 @@ func (l *Loader) Close() {
 	})
 }
 
-// build decodes and transforms batch b. Its tensors are created outside every scope (escaped)
-// on the worker's goroutine; Next hands them to the caller.
+// build decodes and transforms batch b. Each image is resized, cropped and flipped straight into
+// its slot of one byte buffer per batch half (exocentric, egocentric), and each half is turned
+// into its float tensor by one normalisation, so there is no per-image tensor and no stacking
+// copy; the values are TrainTransform's, bit for bit (the normalisation is elementwise). Its
+// tensors are created outside every scope (escaped) on the worker's goroutine; Next hands them
+// to the caller.
 func (l *Loader) build(b int) (*Batch, error) {
 	start := b * l.o.BatchSize
 	end := min(start+l.o.BatchSize, len(l.set.Items))
-	out := &Batch{}
-	err := torch.WithScope(func(s *torch.Scope) {
-		var exo, ego []*torch.Tensor
-		labels := make([]int64, 0, end-start)
-		for pos := start; pos < end; pos++ {
-			rng := ItemRand(l.o.Seed, l.o.Epoch, pos)
-			smp := l.set.Sample(l.perm[pos], l.o.E, rng)
-			out.Samples = append(out.Samples, smp)
-			labels = append(labels, smp.Label)
-			for _, p := range append(append([]string{}, smp.Exo...), smp.Ego) {
-				img, err := DecodeImage(p)
-				if err != nil {
-					torch.Fail("loader", "%v", err)
-				}
-				oh, ow := ResizedSize(img.H, img.W, l.o.Resize)
-				x, err := TrainTransform(img, l.o.Resize, l.o.Crop, DrawCropFlip(rng, oh, ow, l.o.Crop))
-				if err != nil {
-					torch.Fail("loader", "%s: %v", p, err)
-				}
-				if len(exo) < (pos-start+1)*l.o.E {
-					exo = append(exo, x)
-				} else {
-					ego = append(ego, x)
-				}
+	n, e, c := end-start, l.o.E, l.o.Crop
+	px := c * c * 3
+	exoPix := make([]byte, n*e*px)
+	egoPix := make([]byte, n*px)
+	out := &Batch{Samples: make([]Sample, 0, n)}
+	labels := make([]int64, 0, n)
+	for pos := start; pos < end; pos++ {
+		rng := ItemRand(l.o.Seed, l.o.Epoch, pos)
+		smp := l.set.Sample(l.perm[pos], e, rng)
+		out.Samples = append(out.Samples, smp)
+		labels = append(labels, smp.Label)
+		i := pos - start
+		// The exocentric images first, then the egocentric one: the order of the draws.
+		for k := 0; k <= e; k++ {
+			p, dst := smp.Ego, egoPix[i*px:(i+1)*px]
+			if k < e {
+				p, dst = smp.Exo[k], exoPix[(i*e+k)*px:(i*e+k+1)*px]
+			}
+			img, err := DecodeImage(p)
+			if err != nil {
+				return nil, fmt.Errorf("data: loader: batch %d: %v", b, err)
+			}
+			oh, ow := ResizedSize(img.H, img.W, l.o.Resize)
+			if _, err := trainPixels(dst, img, l.o.Resize, c, DrawCropFlip(rng, oh, ow, c)); err != nil {
+				return nil, fmt.Errorf("data: loader: batch %d: %s: %v", b, p, err)
 			}
 		}
-		c := int64(l.o.Crop)
-		st := torch.Stack(exo, 0)
-		out.Exo = torch.Escape(st.Reshape(int64(end-start), int64(l.o.E), 3, c, c))
-		out.Ego = torch.Escape(torch.Stack(ego, 0))
-		out.Label = torch.Escape(torch.FromSlice(labels, int64(len(labels))))
-		runtime.KeepAlive(st)
+	}
+	err := torch.WithScope(func(s *torch.Scope) {
+		exo, err := normalizeBytes(exoPix, n*e, c, c, true)
+		if err != nil {
+			torch.Fail("loader", "%v", err)
+		}
+		ego, err := normalizeBytes(egoPix, n, c, c, true)
+		if err != nil {
+			torch.Fail("loader", "%v", err)
+		}
+		cc := int64(c)
+		out.Exo = torch.Escape(exo.Reshape(int64(n), int64(e), 3, cc, cc))
+		out.Ego = torch.Escape(ego)
+		out.Label = torch.Escape(torch.FromSlice(labels, int64(n)))
 		runtime.KeepAlive(exo)
-		runtime.KeepAlive(ego)
 	})
 	if err != nil {
 		var te *torch.Error

@@ -27,7 +27,17 @@ func resampleInto(dst []byte, img Image, oh, ow int, rows, cols []int, vFirst bo
 	if len(dst) != len(rows)*len(cols)*3 {
 		return fmt.Errorf("data: resample: output buffer of %d bytes; want %d×%d×3 = %d", len(dst), len(cols), len(rows), len(rows)*len(cols)*3)
 	}
-	r, c := cInts(rows), cInts(cols)
+	if oh <= 0 || ow <= 0 {
+		return fmt.Errorf("data: resample: target size %d×%d must be positive", ow, oh)
+	}
+	r, err := cInts(rows, oh, "row")
+	if err != nil {
+		return err
+	}
+	c, err := cInts(cols, ow, "column")
+	if err != nil {
+		return err
+	}
 	rc := C.affgd_resample_rgb((*C.uchar)(unsafe.Pointer(&img.Pix[0])), C.int(img.H), C.int(img.W), C.int(oh), C.int(ow),
 		&r[0], C.int(len(r)), &c[0], C.int(len(c)), cBool(vFirst), (*C.uchar)(unsafe.Pointer(&dst[0])))
 	switch rc {
@@ -36,16 +46,19 @@ func resampleInto(dst []byte, img Image, oh, ow int, rows, cols []int, vFirst bo
 	case C.AFFGD_RESAMPLE_NOMEM:
 		return fmt.Errorf("data: resample: out of memory resizing %d×%d to %d×%d", img.W, img.H, ow, oh)
 	}
-	return fmt.Errorf("data: resample: bad arguments: %d×%d image to %d×%d, output rows and columns must lie inside it", img.W, img.H, ow, oh)
+	return fmt.Errorf("data: resample: resample.c refused resizing %d×%d to %d×%d (code %d)", img.W, img.H, ow, oh, int(rc))
 }
 
-// cInts converts output coordinates for C.
-func cInts(v []int) []C.int {
+// cInts converts output coordinates (what names them) for C, checking each lies in [0, n).
+func cInts(v []int, n int, what string) ([]C.int, error) {
 	out := make([]C.int, len(v))
 	for i, x := range v {
+		if x < 0 || x >= n {
+			return nil, fmt.Errorf("data: resample: output %s %d lies outside the resized image's 0..%d", what, x, n-1)
+		}
 		out[i] = C.int(x)
 	}
-	return out
+	return out, nil
 }
 
 func cBool(b bool) C.int {

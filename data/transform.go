@@ -160,7 +160,8 @@ func normalizeBytes(px []byte, n, h, w int, batch bool) (*torch.Tensor, error) {
 	var out *torch.Tensor
 	err := torch.WithScope(func(s *torch.Scope) {
 		u8 := torch.FromBytes(px, torch.Uint8, []int64{int64(n), int64(h), int64(w), 3}, torch.CPU)
-		x := u8.Permute(0, 3, 1, 2).Contiguous().ToDType(torch.Float32).DivScalar(255)
+		x := u8.Permute(0, 3, 1, 2).Contiguous().ToDType(torch.Float32)
+		x.Div_(torch.Scalar(255, torch.Float32)) // in place; the same float32 division as DivScalar
 		x.Sub_(torch.FromSlice(imagenetMean, 3, 1, 1)).Div_(torch.FromSlice(imagenetStd, 3, 1, 1))
 		if n == 1 && !batch {
 			x = x.Reshape(3, int64(h), int64(w))

@@ -1,8 +1,11 @@
 package data
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -344,6 +347,139 @@ func TestVerticalFirst(t *testing.T) {
 	} {
 		if got := verticalFirst(c.inH, c.inW, c.outH, c.outW); got != c.want {
 			t.Errorf("verticalFirst(%d, %d, %d, %d) = %v, want %v", c.inH, c.inW, c.outH, c.outW, got, c.want)
+		}
+	}
+}
+
+// TestResampleWindows checks the resampler's restriction to a window of output rows and
+// columns (what TrainTransform computes) against slicing the full resize, for both pass orders,
+// flipped and not, unchanged sides included, on noise images; and that an unchanged size
+// returns the image itself. The full resizes are PIL's bit for bit (the tests above), so the
+// windows are too.
+func TestResampleWindows(t *testing.T) {
+	for _, c := range []struct{ inH, inW, oh, ow, top, left, k int }{
+		{480, 640, 256, 341, 16, 60, 224}, // landscape train size
+		{640, 480, 341, 256, 100, 0, 224}, // portrait
+		{700, 260, 224, 224, 0, 0, 224},   // vertical first, whole image
+		{700, 260, 300, 100, 37, 11, 50},  // vertical first, a window
+		{50, 70, 90, 120, 5, 7, 60},       // both grow
+		{90, 60, 40, 90, 3, 20, 30},       // height shrinks, width grows: vertical first
+		{64, 48, 64, 30, 10, 2, 20},       // height unchanged
+		{64, 48, 20, 48, 1, 5, 19},        // width unchanged
+		{64, 48, 64, 48, 9, 9, 30},        // nothing changes
+		{5, 3, 17, 2, 0, 0, 2},            // tiny
+		{1, 1, 3, 3, 1, 1, 2},
+	} {
+		name := fmt.Sprintf("%dx%d_to_%dx%d", c.inH, c.inW, c.oh, c.ow)
+		t.Run(name, func(t *testing.T) {
+			img := benchImage(c.inH, c.inW)
+			err := torch.WithScope(func(*torch.Scope) {
+				for _, vFirst := range []bool{false, true} {
+					full := resampleOrder(img, c.oh, c.ow, window(0, c.oh, false), window(0, c.ow, false), vFirst)
+					for _, flip := range []bool{false, true} {
+						got := resampleOrder(img, c.oh, c.ow, window(c.top, c.k, false), window(c.left, c.k, flip), vFirst)
+						want := full.Narrow(0, int64(c.top), int64(c.k)).Narrow(1, int64(c.left), int64(c.k))
+						if flip {
+							want = want.Flip(1)
+						}
+						if m, f := diffStats(got, want); m != 0 || !sameShape(got, want) {
+							t.Errorf("vertical first %v, flip %v: window differs from the full resize by %g (%.3f%%), shape %v",
+								vFirst, flip, m, 100*f, got.Shape())
+						}
+					}
+				}
+				if c.oh == c.inH && c.ow == c.inW {
+					r, err := Resize(img, c.oh, c.ow)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !bytes.Equal(r.Bytes(), img.Pix) {
+						t.Error("a resize to the same size changed the image")
+					}
+				}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestResampleIntoErrors: bad windows and buffers give errors, not crashes.
+func TestResampleIntoErrors(t *testing.T) {
+	img := benchImage(8, 10)
+	for _, c := range []struct {
+		name       string
+		dst        int
+		oh, ow     int
+		rows, cols []int
+	}{
+		{"short buffer", 5, 4, 4, []int{0, 1}, []int{0, 1}},
+		{"row outside", 12, 4, 4, []int{0, 4}, []int{0, 1}},
+		{"negative column", 12, 4, 4, []int{0, 1}, []int{-1, 1}},
+		{"zero size", 12, 0, 4, []int{0, 1}, []int{0, 1}},
+		{"no rows", 0, 4, 4, nil, []int{0, 1}},
+	} {
+		err := resampleInto(make([]byte, c.dst), img, c.oh, c.ow, c.rows, c.cols, false)
+		if err == nil {
+			t.Errorf("%s: no error", c.name)
+		} else {
+			t.Logf("%s: %v", c.name, err)
+		}
+	}
+}
+
+// TestLoaderMatchesTrainTransform rebuilds every loader batch image by image with the same draws
+// (ItemRand, Sample, DrawCropFlip) and TrainTransform: the loader's batched normalisation must
+// give the same bytes.
+func TestLoaderMatchesTrainTransform(t *testing.T) {
+	s, err := OpenTrain(makeAGD(t), Seen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := LoaderOptions{BatchSize: 4, E: 3, Resize: 40, Crop: 32, Seed: 5, Epoch: 1, Workers: 2}
+	l, err := NewTrainLoader(s, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	perm := EpochPermutation(o.Seed, o.Epoch, len(s.Items))
+	for b := 0; ; b++ {
+		batch, err := l.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = torch.WithScope(func(*torch.Scope) {
+			for i := 0; i < int(batch.Ego.Size(0)); i++ {
+				pos := b*o.BatchSize + i
+				rng := ItemRand(o.Seed, o.Epoch, pos)
+				smp := s.Sample(perm[pos], o.E, rng)
+				for k, p := range append(append([]string{}, smp.Exo...), smp.Ego) {
+					img, err := DecodeImage(p)
+					if err != nil {
+						t.Fatal(err)
+					}
+					oh, ow := ResizedSize(img.H, img.W, o.Resize)
+					want, err := TrainTransform(img, o.Resize, o.Crop, DrawCropFlip(rng, oh, ow, o.Crop))
+					if err != nil {
+						t.Fatal(err)
+					}
+					got := batch.Ego.Select(0, int64(i))
+					if k < o.E {
+						got = batch.Exo.Select(0, int64(i)).Select(0, int64(k))
+					}
+					if !bytes.Equal(got.Contiguous().Bytes(), want.Bytes()) {
+						t.Errorf("batch %d item %d image %d (%s) differs from TrainTransform", b, i, k, filepath.Base(p))
+					}
+				}
+			}
+		})
+		batch.Release()
+		if err != nil {
+			t.Fatal(err)
 		}
 	}
 }
