@@ -6,6 +6,7 @@ package train
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/affgd/affgd/discovery"
 	"github.com/affgd/affgd/losses"
@@ -28,6 +29,11 @@ type Model struct {
 	Head    *head.Head
 	Tok     *tokenizer.Tokenizer
 	Classes []string
+
+	// inferText caches Infer's text features by prompt list: the frozen text encoder gives the
+	// same features for the same prompts every time, and evaluation (batch 1, as released)
+	// asks for one class's prompt per image.
+	inferText map[string]*torch.Tensor
 }
 
 // Batch is one training batch: Exo (B, E, 3, H, W) and Ego (B, 3, H, W) normalised images, Label
@@ -253,7 +259,7 @@ func (m *Model) Infer(b Batch) (*Maps, error) {
 			labels := b.Label.Int64s()
 			h, w := m.grid(b.Ego)
 			affPrompts, _ := m.prompts(labels)
-			tAff := must(m.CLIP.EncodePrompts(m.Tok, affPrompts))
+			tAff := m.inferTextFeatures(affPrompts)
 			fEgo := must(m.CLIP.DenseFeatures(b.Ego))
 			sEgo := torch.Einsum("bnc,bc->bn", fEgo.Normalize(2, -1, 1e-12), tAff.Normalize(2, -1, 1e-12)).Reshape(s[0], h, w)
 			d := must(m.DINO.Features(b.Ego))
@@ -265,4 +271,21 @@ func (m *Model) Infer(b Batch) (*Maps, error) {
 		return nil, fmt.Errorf("train: infer: %w", err)
 	}
 	return mp, nil
+}
+
+// inferTextFeatures returns the CLIP text features of prompts, computed once per distinct prompt
+// list (the same batch, so the same numbers as computing them again) and kept with the model.
+func (m *Model) inferTextFeatures(prompts []string) *torch.Tensor {
+	key := strings.Join(prompts, "\x00")
+	if t, ok := m.inferText[key]; ok {
+		return t.Alias()
+	}
+	t := must(m.CLIP.EncodePrompts(m.Tok, prompts))
+	if m.inferText == nil {
+		m.inferText = map[string]*torch.Tensor{}
+	}
+	if len(m.inferText) < 4096 { // bounded: arbitrary batches of labels could grow it forever
+		m.inferText[key] = torch.Escape(t.Alias())
+	}
+	return t
 }
