@@ -118,7 +118,14 @@ func compare(name string, got, want []float64, tol, scale float64) (string, floa
 	return "", ratio
 }
 
-func TestStepParity(t *testing.T) {
+func TestStepParity(t *testing.T) { stepParity(t, false) }
+
+// With Model.CacheText (affgd train's default) each prompt's text features come from encoding it
+// alone; the reference encodes the batch's prompts together. The two differ by float32 rounding
+// only, so every case must still pass the same tolerances.
+func TestStepParityCachedText(t *testing.T) { stepParity(t, true) }
+
+func stepParity(t *testing.T, cacheText bool) {
 	root := testref.Dir(t, "method")
 	argsFiles, _ := filepath.Glob(filepath.Join(root, "cases", "*", "args.json"))
 	if len(argsFiles) == 0 {
@@ -144,6 +151,7 @@ func TestStepParity(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				m.CacheText = cacheText
 				runCase(t, dir, a, m)
 			})
 			if err != nil {

@@ -62,6 +62,7 @@ type Config struct {
 	Gamma2      float64 `yaml:"gamma2"`
 	Alpha       float64 `yaml:"alpha"`
 	ExoMaps     string  `yaml:"exo_maps"`
+	CacheText   bool    `yaml:"cache_text"` // each prompt's text features computed once (train.Model.CacheText)
 
 	// Run length and reporting.
 	MaxSteps  int `yaml:"max_steps_per_epoch"` // 0 = whole epochs
@@ -75,7 +76,7 @@ func DefaultConfig() Config {
 		Epochs: 15, BatchSize: 8, NumExo: 3,
 		LR: 0.001, Momentum: 0.9, WeightDecay: 5e-4, LRStep: 50, LRGamma: 0.1,
 		ResizeSize: 256, CropSize: 224,
-		Temperature: 0.5, Gamma1: 0.6, Gamma2: 0.6, Alpha: 0.6, ExoMaps: ExoMapsReleased,
+		Temperature: 0.5, Gamma1: 0.6, Gamma2: 0.6, Alpha: 0.6, ExoMaps: ExoMapsReleased, CacheText: true,
 	}
 }
 

@@ -140,6 +140,7 @@ func Run(ctx context.Context, cfg Config, resume bool, ui UI) error {
 	if err != nil {
 		return err
 	}
+	m.CacheText = cfg.CacheText
 	groups := m.Head.ParamGroups(cfg.LR)
 	for i := range groups {
 		groups[i].Momentum, groups[i].WeightDecay = cfg.Momentum, cfg.WeightDecay

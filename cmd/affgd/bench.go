@@ -62,6 +62,7 @@ func benchCommand() *cli.Command {
 				&cli.IntFlag{Name: "iters", Value: 2, Usage: "timed steps per side, after one warm-up (median reported)"},
 				&cli.StringFlag{Name: "vocab", Usage: "CLIP's bpe_simple_vocab_16e6.txt.gz (default: $AFFGD_BPE_VOCAB, the venv's open_clip copy, then tests/testdata/tokenizer's)"},
 				&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu only: the reference step runs on the CPU"},
+				&cli.BoolFlag{Name: "cache-text", Usage: "affgd side: each prompt's text features from the per-prompt cache (affgd train's default, config key cache_text)"},
 			},
 			Action: benchStep,
 		}, benchDataCommand(), benchEvalCommand()},
@@ -298,7 +299,7 @@ func benchStep(c *cli.Context) error {
 			torch.Fail("bench", "%v", err)
 		}
 		defer cm.Free()
-		m := &train.Model{DINO: vit, CLIP: cm, Head: head.New(int64(len(classes)), g, dev), Tok: tok, Classes: classes}
+		m := &train.Model{DINO: vit, CLIP: cm, Head: head.New(int64(len(classes)), g, dev), Tok: tok, Classes: classes, CacheText: c.Bool("cache-text")}
 		opt, err := optim.NewSGD(m.Head.ParamGroups(train.BaseLR))
 		if err != nil {
 			torch.Fail("bench", "%v", err)
