@@ -1,12 +1,10 @@
 package train
 
 import (
-	"bufio"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 
+	"github.com/affgd/affgd/internal/atomicfile"
 	"github.com/affgd/affgd/models/dino"
 	"github.com/affgd/affgd/torch"
 	"github.com/affgd/affgd/torch/nn"
@@ -78,55 +76,15 @@ func writeTensors(path, what string, named []nn.Named, raw []ptfile.Entry) error
 	return nil
 }
 
-// writeAtomic writes entries to a temporary file beside path, syncs it and renames it over path;
-// on failure it removes the temporary file and leaves path alone.
-func writeAtomic(path string, entries []ptfile.Entry) (err error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	if base == "" {
-		return fmt.Errorf("the path names a folder, not a file")
-	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
+// writeAtomic writes entries to path through internal/atomicfile (a temporary file beside path,
+// synced and renamed over it; on failure path is left alone).
+func writeAtomic(path string, entries []ptfile.Entry) error {
+	return atomicfile.Write(path, func(w io.Writer) error {
+		if writeHook != nil {
+			w = writeHook(w)
 		}
-	}()
-	var w io.Writer = f
-	if writeHook != nil {
-		w = writeHook(w)
-	}
-	bw := bufio.NewWriterSize(w, 1<<20)
-	if err = ptfile.WriteTo(bw, entries); err != nil {
-		return err
-	}
-	if err = bw.Flush(); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err = f.Chmod(0o644); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return err
-	}
-	if d, derr := os.Open(dir); derr == nil { // make the rename durable
-		d.Sync()
-		d.Close()
-	}
-	return nil
+		return ptfile.WriteTo(w, entries)
+	})
 }
 
 // fileDType and torchDType map between the two packages' element types, which share PyTorch's

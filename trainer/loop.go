@@ -16,6 +16,7 @@ import (
 	"github.com/affgd/affgd/data"
 	"github.com/affgd/affgd/discovery"
 	"github.com/affgd/affgd/evaluate"
+	"github.com/affgd/affgd/internal/atomicfile"
 	"github.com/affgd/affgd/report"
 	"github.com/affgd/affgd/torch"
 	"github.com/affgd/affgd/torch/optim"
@@ -405,23 +406,7 @@ func writeLog(dir string, history []EpochLog) error {
 
 // writeFileAtomic writes b to path through a temporary file in the same folder and a rename.
 func writeFileAtomic(path string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
+	if err := atomicfile.WriteBytes(path, b); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil

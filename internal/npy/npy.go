@@ -9,10 +9,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/affgd/affgd/internal/atomicfile"
 )
 
 // Array is a dense C-ordered array: Descr is NumPy's type string ("<f4", "<f8", "<i8", "<i4",
@@ -64,22 +65,8 @@ func Write(path string, a *Array) error {
 	buf.WriteString(header)
 	buf.Write(a.Data)
 
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".npy-*")
-	if err != nil {
-		return fmt.Errorf("npy: %w", err)
-	}
-	if _, err := tmp.Write(buf.Bytes()); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
+	if err := atomicfile.WriteBytes(path, buf.Bytes()); err != nil {
 		return fmt.Errorf("npy: writing %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("npy: writing %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("npy: %w", err)
 	}
 	return nil
 }

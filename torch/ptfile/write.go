@@ -2,17 +2,16 @@ package ptfile
 
 import (
 	"archive/zip"
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
 	"io"
 	"math"
-	"os"
-	"path/filepath"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/affgd/affgd/internal/atomicfile"
 )
 
 // archiveName is the top folder of the zip records, as torch.save would
@@ -27,47 +26,12 @@ const storageAlignment = 64
 // flat collections.OrderedDict from names to tensors (a state dict). It
 // writes a temporary file in the same directory, syncs it and renames it
 // over path, so path never holds a partial file.
-func Write(path string, entries []Entry) (err error) {
+func Write(path string, entries []Entry) error {
 	if err := validate(entries); err != nil {
 		return fmt.Errorf("ptfile: %s: %w", path, err)
 	}
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp*")
-	if err != nil {
-		return fmt.Errorf("ptfile: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-			err = fmt.Errorf("ptfile: %s: %w", path, err)
-		}
-	}()
-	bw := bufio.NewWriterSize(f, 1<<20)
-	if err = writeTo(bw, entries); err != nil {
-		return err
-	}
-	if err = bw.Flush(); err != nil {
-		return err
-	}
-	if err = f.Chmod(0o644); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	if d, derr := os.Open(dir); derr == nil { // make the rename durable
-		d.Sync()
-		d.Close()
+	if err := atomicfile.Write(path, func(w io.Writer) error { return writeTo(w, entries) }); err != nil {
+		return fmt.Errorf("ptfile: %s: %w", path, err)
 	}
 	return nil
 }
