@@ -56,11 +56,39 @@ func Load(f Files) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	vit, err := dino.Load(dinoPath, dino.OnDevice(f.Device))
+	// A checkpoint holding every part is read once.
+	files := map[string]*nn.File{}
+	defer func() {
+		for _, file := range files {
+			for _, t := range file.Tensors {
+				t.Free()
+			}
+		}
+	}()
+	read := func(path string) (*nn.File, error) {
+		if file, ok := files[path]; ok {
+			return file, nil
+		}
+		file, err := nn.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		files[path] = file
+		return file, nil
+	}
+	df, err := read(dinoPath)
+	if err != nil {
+		return nil, fmt.Errorf("dino: %w", err)
+	}
+	vit, err := dino.LoadFile(df, dino.OnDevice(f.Device))
 	if err != nil {
 		return nil, err
 	}
-	cm, err := clip.Load(clipPath)
+	cf, err := read(clipPath)
+	if err != nil {
+		return nil, fmt.Errorf("clip: %w", err)
+	}
+	cm, err := clip.LoadFile(cf)
 	if err != nil {
 		return nil, err
 	}
@@ -72,9 +100,9 @@ func Load(f Files) (*Model, error) {
 		return nil, err
 	}
 	if headPath != "" {
-		file, err := nn.ReadFile(headPath)
+		file, err := read(headPath)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("head: %w", err)
 		}
 		ignore := func(k string) bool { return strings.HasPrefix(k, "vit_model.") || strings.HasPrefix(k, "net.") }
 		if err := nn.Load(hd, file.Tensors, headPath, nn.LoadOptions{Ignore: ignore}); err != nil {

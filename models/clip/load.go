@@ -52,6 +52,13 @@ func Load(path string) (*Model, error) {
 			t.Free()
 		}
 	}()
+	return LoadFile(f)
+}
+
+// LoadFile is [Load] from a checkpoint already read with nn.ReadFile (so one file holding several
+// models is read once); the weights are copied, the file's tensors stay the caller's.
+func LoadFile(f *nn.File) (*Model, error) {
+	path := f.Path
 	prefix, err := findPrefix(f)
 	if err != nil {
 		return nil, err

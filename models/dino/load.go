@@ -55,10 +55,6 @@ func OnDevice(d torch.Device) LoadOption { return func(o *loadOptions) { o.devic
 // other key must exist in the model with the same shape, and every parameter must be present.
 // float16 weights are cast to float32. Errors name the file, the keys and the shapes.
 func Load(path string, opts ...LoadOption) (*ViT, error) {
-	o := loadOptions{device: torch.CPU}
-	for _, f := range opts {
-		f(&o)
-	}
 	f, err := nn.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("dino: %w", err)
@@ -68,6 +64,17 @@ func Load(path string, opts ...LoadOption) (*ViT, error) {
 			t.Free()
 		}
 	}()
+	return LoadFile(f, opts...)
+}
+
+// LoadFile is [Load] from a checkpoint already read with nn.ReadFile (so one file holding several
+// models is read once); the weights are copied, the file's tensors stay the caller's.
+func LoadFile(f *nn.File, opts ...LoadOption) (*ViT, error) {
+	o := loadOptions{device: torch.CPU}
+	for _, fn := range opts {
+		fn(&o)
+	}
+	path := f.Path
 	sd, err := selectStateDict(f, o.key)
 	if err != nil {
 		return nil, err
