@@ -57,8 +57,17 @@ type Loader struct {
 }
 
 type result struct {
-	b   *Batch
+	b   *prepared
 	err error
+}
+
+// prepared is a batch as the workers build it: normalised pixels in Go memory, turned into
+// tensors by Next on the consumer's goroutine (so workers never call libtorch).
+type prepared struct {
+	exo, ego []float32 // (n·e, 3, c, c) and (n, 3, c, c)
+	labels   []int64
+	samples  []Sample
+	n, e, c  int
 }
 
 type job struct {
@@ -188,11 +197,19 @@ func (l *Loader) Next() (*Batch, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
-	// New handles on the caller's goroutine put the tensors in the caller's scope.
-	b := r.b
-	out := &Batch{Exo: b.Exo.Alias(), Ego: b.Ego.Alias(), Label: b.Label.Alias(), Samples: b.Samples}
-	b.Release()
-	runtime.KeepAlive(b)
+	// Created on the caller's goroutine, the tensors are in the caller's scope.
+	p := r.b
+	n, e, c := int64(p.n), int64(p.e), int64(p.c)
+	out := &Batch{Samples: p.samples}
+	err := torch.Try(func() {
+		out.Exo = torch.FromBytes(floatBytes(p.exo), torch.Float32, []int64{n, e, 3, c, c}, torch.CPU)
+		out.Ego = torch.FromBytes(floatBytes(p.ego), torch.Float32, []int64{n, 3, c, c}, torch.CPU)
+		out.Label = torch.FromSlice(p.labels, n)
+	})
+	if err != nil {
+		out.Release()
+		return nil, fmt.Errorf("data: loader: %w", err)
+	}
 	return out, nil
 }
 
@@ -204,33 +221,29 @@ func (l *Loader) Close() {
 		close(l.done)
 		l.wg.Wait() // the dispatcher stops at done; the workers finish their batch
 		for ch := range l.futures {
-			if r := <-ch; r.b != nil {
-				r.b.Release()
-			}
+			<-ch // prepared batches are Go memory: dropping them frees them
 		}
 	})
 }
 
 // build decodes and transforms batch b. Each image is resized, cropped and flipped straight into
-// its slot of one byte buffer per batch half (exocentric, egocentric), and each half is turned
-// into its float tensor by one normalisation, so there is no per-image tensor and no stacking
-// copy; the values are TrainTransform's, bit for bit (the normalisation is elementwise). Its
-// tensors are created outside every scope (escaped) on the worker's goroutine; Next hands them
-// to the caller.
-func (l *Loader) build(b int) (*Batch, error) {
+// its slot of one byte buffer per batch half (exocentric, egocentric), and each half is
+// normalised into one float buffer, so there is no per-image copy; the values are
+// TrainTransform's, bit for bit (the normalisation is elementwise). It runs on a worker
+// goroutine and touches no tensor.
+func (l *Loader) build(b int) (*prepared, error) {
 	start := b * l.o.BatchSize
 	end := min(start+l.o.BatchSize, len(l.set.Items))
 	n, e, c := end-start, l.o.E, l.o.Crop
 	px := c * c * 3
 	exoPix := make([]byte, n*e*px)
 	egoPix := make([]byte, n*px)
-	out := &Batch{Samples: make([]Sample, 0, n)}
-	labels := make([]int64, 0, n)
+	out := &prepared{samples: make([]Sample, 0, n), labels: make([]int64, 0, n), n: n, e: e, c: c}
 	for pos := start; pos < end; pos++ {
 		rng := ItemRand(l.o.Seed, l.o.Epoch, pos)
 		smp := l.set.Sample(l.perm[pos], e, rng)
-		out.Samples = append(out.Samples, smp)
-		labels = append(labels, smp.Label)
+		out.samples = append(out.samples, smp)
+		out.labels = append(out.labels, smp.Label)
 		i := pos - start
 		// The exocentric images first, then the egocentric one: the order of the draws.
 		for k := 0; k <= e; k++ {
@@ -248,27 +261,13 @@ func (l *Loader) build(b int) (*Batch, error) {
 			}
 		}
 	}
-	err := torch.WithScope(func(s *torch.Scope) {
-		exo, err := normalizeBytes(exoPix, n*e, c, c, true)
-		if err != nil {
-			torch.Fail("loader", "%v", err)
-		}
-		ego, err := normalizeBytes(egoPix, n, c, c, true)
-		if err != nil {
-			torch.Fail("loader", "%v", err)
-		}
-		cc := int64(c)
-		out.Exo = torch.Escape(exo.Reshape(int64(n), int64(e), 3, cc, cc))
-		out.Ego = torch.Escape(ego)
-		out.Label = torch.Escape(torch.FromSlice(labels, int64(n)))
-		runtime.KeepAlive(exo)
-	})
-	if err != nil {
-		var te *torch.Error
-		if errors.As(err, &te) && te.Op == "loader" {
-			return nil, fmt.Errorf("data: loader: batch %d: %s", b, te.Msg)
-		}
-		return nil, fmt.Errorf("data: loader: batch %d: %w", b, err)
+	out.exo = make([]float32, len(exoPix))
+	out.ego = make([]float32, len(egoPix))
+	if err := normalizeInto(out.exo, exoPix, n*e, c, c); err != nil {
+		return nil, fmt.Errorf("data: loader: batch %d: %v", b, err)
+	}
+	if err := normalizeInto(out.ego, egoPix, n, c, c); err != nil {
+		return nil, fmt.Errorf("data: loader: batch %d: %v", b, err)
 	}
 	return out, nil
 }

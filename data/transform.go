@@ -157,18 +157,16 @@ func window(start, k int, flip bool) []int {
 // for bit. It returns a CPU float32 (n, 3, h, w) tensor, or (3, h, w) when n is 1 and !batch,
 // in the caller's scope (the temporaries are freed at once).
 func normalizeBytes(px []byte, n, h, w int, batch bool) (*torch.Tensor, error) {
+	f := make([]float32, n*h*w*3)
+	if err := normalizeInto(f, px, n, h, w); err != nil {
+		return nil, err
+	}
+	shape := []int64{int64(n), 3, int64(h), int64(w)}
+	if n == 1 && !batch {
+		shape = shape[1:]
+	}
 	var out *torch.Tensor
-	err := torch.WithScope(func(s *torch.Scope) {
-		u8 := torch.FromBytes(px, torch.Uint8, []int64{int64(n), int64(h), int64(w), 3}, torch.CPU)
-		x := u8.Permute(0, 3, 1, 2).Contiguous().ToDType(torch.Float32)
-		x.Div_(torch.Scalar(255, torch.Float32)) // in place; the same float32 division as DivScalar
-		x.Sub_(torch.FromSlice(imagenetMean, 3, 1, 1)).Div_(torch.FromSlice(imagenetStd, 3, 1, 1))
-		if n == 1 && !batch {
-			x = x.Reshape(3, int64(h), int64(w))
-		}
-		out = s.Keep(x)
-	})
-	if err != nil {
+	if err := torch.Try(func() { out = torch.FromBytes(floatBytes(f), torch.Float32, shape, torch.CPU) }); err != nil {
 		return nil, fmt.Errorf("data: normalise: %w", err)
 	}
 	return out, nil
