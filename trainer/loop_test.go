@@ -13,7 +13,9 @@ import (
 
 	"github.com/affgd/affgd/data"
 	"github.com/affgd/affgd/evaluate"
+	"github.com/affgd/affgd/internal/testref"
 	"github.com/affgd/affgd/synth"
+	"github.com/affgd/affgd/torch"
 	"github.com/affgd/affgd/train"
 )
 
@@ -22,14 +24,20 @@ type recorder struct {
 	steps  []StepStats
 	epochs []EpochLog
 	cancel func()
-	stopAt [2]int // epoch, step after which to cancel; -1 = never
+	stopAt [2]int   // epoch, step after which to cancel; -1 = never
+	live   *[]int64 // when set, the live tensor count at each epoch's end
 }
 
 func (r *recorder) Log(string)                {}
 func (r *recorder) EpochStart(_, _, _, _ int) {}
 func (r *recorder) EvalStart(_, _ int)        {}
 func (r *recorder) EvalProgress(_, _ int)     {}
-func (r *recorder) EpochEnd(l EpochLog)       { r.epochs = append(r.epochs, l) }
+func (r *recorder) EpochEnd(l EpochLog) {
+	r.epochs = append(r.epochs, l)
+	if r.live != nil {
+		*r.live = append(*r.live, testref.Settle(torch.LiveTensors))
+	}
+}
 func (r *recorder) Step(s StepStats) {
 	r.steps = append(r.steps, s)
 	if r.cancel != nil && s.Epoch == r.stopAt[0] && s.Step == r.stopAt[1] {
@@ -202,5 +210,24 @@ func TestTrainingBeatsUntrained(t *testing.T) {
 		last.Eval.Overall["ree"].KLD, last.Eval.Overall["rem"].KLD)
 	if !(ka < kb) {
 		t.Fatalf("training did not improve cam KLD: untrained %.4f, trained %.4f", kb, ka)
+	}
+}
+
+// A run holds flat memory: after the first epoch (which fills the text-feature cache), every
+// epoch ends with the same number of live tensors — steps, evaluation and checkpoints release
+// everything they make.
+func TestRunHoldsFlatMemory(t *testing.T) {
+	s := smallSynth(t)
+	c := smallConfig(t, s)
+	c.Epochs = 4
+	var live []int64
+	if err := Run(context.Background(), c, false, &recorder{live: &live}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("live tensors at each epoch's end: %v", live)
+	for i := 2; i < len(live); i++ {
+		if live[i] != live[1] {
+			t.Fatalf("live tensors grow from epoch to epoch: %v", live)
+		}
 	}
 }
