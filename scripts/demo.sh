@@ -34,7 +34,9 @@ args=()
 for i in $imgs; do args+=(--image "$i"); done
 $A predict "${args[@]}" --action hold --checkpoint demo/run/last.pth --vocab $W/bpe_simple_vocab_16e6.txt.gz --out demo/predictions
 
+cam() { awk '$1 == "cam" { print $3; exit }' "$1"; }
 echo
+echo "cam KLD on the synthetic test split (lower is better): untrained $(cam demo/eval_untrained.txt) -> trained $(cam demo/eval_trained.txt)"
 echo "demo finished in $(( $(date +%s) - start )) s (after the build)."
 echo "  untrained vs trained tables: demo/eval_untrained.txt, demo/eval_trained.txt"
 echo "  heatmap overlays (jet over the image) and raw maps: demo/predictions/"
