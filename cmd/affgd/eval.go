@@ -10,6 +10,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
 
 	"github.com/affgd/affgd/data"
 	"github.com/affgd/affgd/evaluate"
@@ -91,7 +92,8 @@ func runEval(c *cli.Context) error {
 	}
 	bar := progressbar.NewOptions(n, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionSetDescription("eval "+name),
 		progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true), progressbar.OptionShowIts(),
-		progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionOnCompletion(func() { fmt.Fprintln(os.Stderr) }))
+		progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionOnCompletion(func() { fmt.Fprintln(os.Stderr) }),
+		progressbar.OptionSetVisibility(term.IsTerminal(int(os.Stderr.Fd())))) // no bar in logs
 	var perImage *os.File
 	if p := c.String("per-image"); p != "" {
 		if perImage, err = os.Create(p); err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
 	"gopkg.in/yaml.v3"
 
 	"github.com/affgd/affgd/trainer"
@@ -117,12 +118,17 @@ func runTrain(c *cli.Context) error {
 }
 
 // barUI draws a progress bar per epoch and per evaluation on stderr and prints each epoch's table.
+// When stderr is not a terminal (a log file, a pipe) it prints plain lines instead: the first step
+// of each epoch, about ten more per epoch, and the last, each with the running figures and an ETA.
 type barUI struct {
-	bar   *progressbar.ProgressBar
-	epoch int
+	tty        bool
+	bar        *progressbar.ProgressBar
+	epoch      int
+	epochStart time.Time
+	startStep  int
 }
 
-func newBarUI() *barUI { return &barUI{} }
+func newBarUI() *barUI { return &barUI{tty: term.IsTerminal(int(os.Stderr.Fd()))} }
 
 func (u *barUI) newBar(n int, desc string) {
 	u.bar = progressbar.NewOptions(n,
@@ -140,7 +146,11 @@ func (u *barUI) newBar(n int, desc string) {
 func (u *barUI) Log(msg string) { fmt.Fprintln(os.Stderr, msg) }
 
 func (u *barUI) EpochStart(epoch, epochs, steps, start int) {
-	u.epoch = epoch
+	u.epoch, u.epochStart, u.startStep = epoch, time.Now(), start
+	if !u.tty {
+		fmt.Fprintf(os.Stderr, "epoch %d/%d: %d steps\n", epoch+1, epochs, steps)
+		return
+	}
 	u.newBar(steps, fmt.Sprintf("epoch %d/%d", epoch+1, epochs))
 	if start > 0 {
 		_ = u.bar.Set(start)
@@ -148,17 +158,36 @@ func (u *barUI) EpochStart(epoch, epochs, steps, start int) {
 }
 
 func (u *barUI) Step(s trainer.StepStats) {
-	u.bar.Describe(fmt.Sprintf("epoch %d loss %.3f (ce %.2f/%.2f pix %.2f proto %.2f) acc %.0f/%.0f%%",
-		s.Epoch+1, s.Losses[trainer.LossTotal], s.Losses[trainer.LossCEEgo], s.Losses[trainer.LossCEExo],
-		s.Losses[trainer.LossPix], s.Losses[trainer.LossProto], s.AccEgo, s.AccExo))
-	_ = u.bar.Add(1)
+	figures := fmt.Sprintf("loss %.3f (ce %.2f/%.2f pix %.2f proto %.2f) acc %.0f/%.0f%%",
+		s.Losses[trainer.LossTotal], s.Losses[trainer.LossCEEgo], s.Losses[trainer.LossCEExo],
+		s.Losses[trainer.LossPix], s.Losses[trainer.LossProto], s.AccEgo, s.AccExo)
+	if u.tty {
+		u.bar.Describe(fmt.Sprintf("epoch %d %s", s.Epoch+1, figures))
+		_ = u.bar.Add(1)
+		return
+	}
+	done := s.Step + 1
+	every := max(1, s.Steps/10)
+	if s.Step == u.startStep || done%every == 0 || done == s.Steps {
+		elapsed := time.Since(u.epochStart)
+		eta := time.Duration(float64(elapsed) / float64(done-u.startStep) * float64(s.Steps-done))
+		fmt.Fprintf(os.Stderr, "epoch %d step %d/%d %s  eta %s\n", s.Epoch+1, done, s.Steps, figures, eta.Round(time.Second))
+	}
 }
 
 func (u *barUI) EvalStart(epoch, images int) {
+	if !u.tty {
+		fmt.Fprintf(os.Stderr, "evaluating epoch %d on %d test images\n", epoch+1, images)
+		return
+	}
 	u.newBar(images, fmt.Sprintf("eval epoch %d", epoch+1))
 }
 
-func (u *barUI) EvalProgress(done, total int) { _ = u.bar.Set(done) }
+func (u *barUI) EvalProgress(done, total int) {
+	if u.tty {
+		_ = u.bar.Set(done)
+	}
+}
 
 func (u *barUI) EpochEnd(l trainer.EpochLog) {
 	best := ""
