@@ -82,12 +82,12 @@ type UI interface {
 
 // progress is the resumable position of a run and the sums of the epoch in progress.
 type progress struct {
-	Epoch     int        `json:"epoch"`      // epoch in progress (0-based)
-	NextStep  int        `json:"next_step"`  // first step of Epoch not yet done
-	BestKLD   float64    `json:"best_kld"`   // lowest ree KLD so far (+Inf as 1e300)
-	History   []EpochLog `json:"history"`    // finished epochs
-	Sums      epochSums  `json:"sums"`       // of the epoch in progress
-	StartedAt float64    `json:"started_at"` // seconds spent in the epoch in progress before an interruption
+	Epoch    int        `json:"epoch"`     // epoch in progress (0-based)
+	NextStep int        `json:"next_step"` // first step of Epoch not yet done
+	BestKLD  float64    `json:"best_kld"`  // lowest ree KLD so far (+Inf as 1e300)
+	History  []EpochLog `json:"history"`   // finished epochs
+	Sums     epochSums  `json:"sums"`      // of the epoch in progress
+	Elapsed  float64    `json:"elapsed_s"` // seconds spent in the epoch in progress before an interruption
 }
 
 type epochSums struct {
@@ -173,7 +173,7 @@ func Run(ctx context.Context, cfg Config, resume bool, ui UI) error {
 		if err := r.epoch(ctx, &p); err != nil {
 			return err
 		}
-		p.NextStep, p.Sums, p.StartedAt = 0, epochSums{}, 0
+		p.NextStep, p.Sums, p.Elapsed = 0, epochSums{}, 0
 	}
 	return nil
 }
@@ -249,7 +249,7 @@ func (r *runner) epoch(ctx context.Context, p *progress) error {
 	r.ui.EpochStart(p.Epoch, cfg.Epochs, steps, p.NextStep)
 	for ; p.NextStep < steps; p.NextStep++ {
 		if ctx.Err() != nil {
-			p.StartedAt += time.Since(start).Seconds()
+			p.Elapsed += time.Since(start).Seconds()
 			if err := r.saveState(p); err != nil {
 				return fmt.Errorf("interrupted, and the state could not be saved: %w", err)
 			}
@@ -294,7 +294,7 @@ func (r *runner) epoch(ctx context.Context, p *progress) error {
 	if kld < p.BestKLD {
 		p.BestKLD, l.Best = kld, true
 	}
-	l.Seconds = p.StartedAt + time.Since(start).Seconds()
+	l.Seconds = p.Elapsed + time.Since(start).Seconds()
 	p.History = append(p.History, l)
 
 	// Weights first, then the state that points past this epoch: a crash in between repeats the
@@ -308,7 +308,7 @@ func (r *runner) epoch(ctx context.Context, p *progress) error {
 		}
 	}
 	next := *p
-	next.Epoch, next.NextStep, next.Sums, next.StartedAt = p.Epoch+1, 0, epochSums{}, 0
+	next.Epoch, next.NextStep, next.Sums, next.Elapsed = p.Epoch+1, 0, epochSums{}, 0
 	if err := r.saveState(&next); err != nil {
 		return err
 	}
