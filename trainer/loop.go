@@ -84,7 +84,7 @@ type UI interface {
 type progress struct {
 	Epoch    int        `json:"epoch"`     // epoch in progress (0-based)
 	NextStep int        `json:"next_step"` // first step of Epoch not yet done
-	BestKLD  float64    `json:"best_kld"`  // lowest ree KLD so far (+Inf as 1e300)
+	BestKLD  float64    `json:"best_kld"`  // lowest ree KLD so far (math.MaxFloat64 before the first evaluation)
 	History  []EpochLog `json:"history"`   // finished epochs
 	Sums     epochSums  `json:"sums"`      // of the epoch in progress
 	Elapsed  float64    `json:"elapsed_s"` // seconds spent in the epoch in progress before an interruption
