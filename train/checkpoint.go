@@ -63,7 +63,14 @@ func writeTensors(path, what string, named []nn.Named, raw []ptfile.Entry) error
 			if !ok {
 				torch.Fail("save", "tensor %q has dtype %s, which a checkpoint cannot hold", n.Name, n.Tensor.DType())
 			}
-			entries = append(entries, ptfile.Entry{Name: n.Name, Tensor: &ptfile.Tensor{DType: dt, Shape: n.Tensor.Shape(), Data: n.Tensor.Bytes()}})
+			// The bytes are fetched while the file is written, one tensor at a time, so a
+			// checkpoint costs the largest tensor in memory, not a copy of the model.
+			t := n.Tensor
+			load := func() (b []byte, err error) {
+				err = torch.WithScope(func(*torch.Scope) { b = t.Bytes() })
+				return b, err
+			}
+			entries = append(entries, ptfile.Entry{Name: n.Name, Tensor: &ptfile.Tensor{DType: dt, Shape: t.Shape(), Load: load}})
 		}
 	})
 	if err != nil {

@@ -86,6 +86,10 @@ type Tensor struct {
 	DType DType
 	Shape []int64
 	Data  []byte
+	// Load, when Data is nil, supplies the data at the moment a writer needs it, so a writer
+	// holds one tensor's bytes at a time instead of the whole file's (checkpoints of models
+	// whose weights live in libtorch). Readers never set it.
+	Load func() ([]byte, error)
 }
 
 // Numel returns the number of elements of t: the product of its shape.

@@ -72,6 +72,9 @@ func validate(entries []Entry) error {
 				return fmt.Errorf("tensor %q has invalid shape %v", e.Name, t.Shape)
 			}
 		}
+		if t.Data == nil && t.Load != nil {
+			continue // checked when loaded
+		}
 		if int64(len(t.Data)) != n {
 			return fmt.Errorf("tensor %q: shape %v of %s needs %d bytes of data, has %d", e.Name, t.Shape, t.DType, n, len(t.Data))
 		}
@@ -117,7 +120,17 @@ func writeTo(w io.Writer, entries []Entry) error {
 		}
 	}
 	for i, e := range entries {
-		if err := record("data/"+strconv.Itoa(i), e.Tensor.Data); err != nil {
+		data := e.Tensor.Data
+		if data == nil && e.Tensor.Load != nil {
+			var err error
+			if data, err = e.Tensor.Load(); err != nil {
+				return fmt.Errorf("tensor %q: %w", e.Name, err)
+			}
+			if want := e.Tensor.Numel() * int64(e.Tensor.DType.ElemSize()); int64(len(data)) != want {
+				return fmt.Errorf("tensor %q: shape %v of %s needs %d bytes of data, loaded %d", e.Name, e.Tensor.Shape, e.Tensor.DType, want, len(data))
+			}
+		}
+		if err := record("data/"+strconv.Itoa(i), data); err != nil {
 			return err
 		}
 	}
