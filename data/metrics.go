@@ -1,7 +1,9 @@
 package data
 
 import (
+	"encoding/json"
 	"fmt"
+	"math"
 
 	"github.com/affgd/affgd/torch"
 )
@@ -11,6 +13,18 @@ const EvalSize = 224
 
 // Scores are one image's figures for one map.
 type Scores struct{ KLD, SIM, NSS float64 }
+
+// MarshalJSON writes {"kld": .., "sim": .., "nss": ..}, with null for a NaN or infinite figure
+// (a constant prediction's NSS), which JSON cannot hold otherwise.
+func (s Scores) MarshalJSON() ([]byte, error) {
+	num := func(v float64) any {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil
+		}
+		return v
+	}
+	return json.Marshal(map[string]any{"kld": num(s.KLD), "sim": num(s.SIM), "nss": num(s.NSS)})
+}
 
 // Evaluate computes METHOD §7 for a predicted map pred, an (h, w) float32 tensor, and a
 // ground-truth mask gt given as the png's 8-bit grey values, an (H, W) uint8 tensor.

@@ -208,3 +208,19 @@ func TestEvaluateBadInputs(t *testing.T) {
 		t.Errorf("valid inputs: %v", err)
 	}
 }
+
+func TestScoresJSON(t *testing.T) {
+	for _, tc := range []struct {
+		s    Scores
+		want string
+	}{
+		{Scores{KLD: 1.5, SIM: 0.25, NSS: 2}, `{"kld":1.5,"nss":2,"sim":0.25}`},
+		{Scores{KLD: 1, SIM: 0.5, NSS: math.NaN()}, `{"kld":1,"nss":null,"sim":0.5}`},
+		{Scores{KLD: math.Inf(1), SIM: 0, NSS: 0}, `{"kld":null,"nss":0,"sim":0}`},
+	} {
+		got, err := json.Marshal(tc.s)
+		if err != nil || string(got) != tc.want {
+			t.Errorf("%+v: %s (%v), want %s", tc.s, got, err, tc.want)
+		}
+	}
+}

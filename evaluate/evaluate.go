@@ -102,8 +102,9 @@ func scoreOne(m *train.Model, im decoded, size int, dev torch.Device) (ImageResu
 		if err != nil {
 			torch.Fail("evaluate", "%s: %v", im.Item.Image, err)
 		}
+		gt = gt.To(maps.CAM.Device())
 		for name, t := range map[string]*torch.Tensor{"cam": maps.CAM, "ree": maps.REE, "rem": maps.REM} {
-			s, err := data.Evaluate(t.Select(0, 0), gt.To(t.Device()))
+			s, err := data.Evaluate(t.Select(0, 0), gt)
 			if err != nil {
 				torch.Fail("evaluate", "%s: %v", im.Item.GT, err)
 			}

@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -222,7 +223,7 @@ func compareMaps(t *testing.T, f *fixture, item data.TestItem, want expectedItem
 				t.Fatal(err)
 			}
 			g := got.Select(0, 0)
-			if !equalShapes(g.Shape(), ref.Shape()) {
+			if !slices.Equal(g.Shape(), ref.Shape()) {
 				t.Fatalf("%s %s map: shape %v, want %v", want.Image, name, g.Shape(), ref.Shape())
 			}
 			out[name] = g.Sub(ref).Abs().Max().Item() / math.Max(ref.Abs().Max().Item(), 1e-30)
@@ -232,18 +233,6 @@ func compareMaps(t *testing.T, f *fixture, item data.TestItem, want expectedItem
 		t.Fatal(err)
 	}
 	return out
-}
-
-func equalShapes(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // checkSummary compares a summary's means overall and per class with the reference's.

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -130,7 +131,7 @@ func TestOverlayReference(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !sameShape(out.Shape(), img.Shape()) || out.DType() != torch.Uint8 {
+		if !slices.Equal(out.Shape(), img.Shape()) || out.DType() != torch.Uint8 {
 			t.Fatalf("overlay %v %v, want %v uint8", out.DType(), out.Shape(), img.Shape())
 		}
 		for _, ref := range []struct {
@@ -149,18 +150,6 @@ func TestOverlayReference(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-}
-
-func sameShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestOverlayCases(t *testing.T) {
@@ -233,7 +222,7 @@ func TestOverlayCases(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if !sameShape(out.Shape(), img.Shape()) || out.DType() != torch.Uint8 {
+				if !slices.Equal(out.Shape(), img.Shape()) || out.DType() != torch.Uint8 {
 					t.Fatalf("overlay %v %v, want %v uint8", out.DType(), out.Shape(), img.Shape())
 				}
 				tc.check(t, img, out)

@@ -4,8 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -422,10 +423,10 @@ func (s *Summary) UnmarshalJSON(b []byte) error {
 	out := Summary{Maps: doc.MapOrder, Classes: doc.ClassOrder,
 		Overall: map[string]Figures{}, PerClass: map[string]map[string]Figures{}}
 	if out.Maps == nil {
-		out.Maps = sortedKeys(doc.Maps)
+		out.Maps = slices.Sorted(maps.Keys(doc.Maps))
 	}
 	if out.Classes == nil {
-		out.Classes = sortedKeys(doc.PerClass)
+		out.Classes = slices.Sorted(maps.Keys(doc.PerClass))
 	}
 	for m, f := range doc.Maps {
 		out.Overall[m] = f.figures()
@@ -439,13 +440,4 @@ func (s *Summary) UnmarshalJSON(b []byte) error {
 	}
 	*s = out
 	return nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -7,6 +7,7 @@ package torch_test
 
 import (
 	"github.com/affgd/affgd/internal/testref"
+	"slices"
 
 	"bytes"
 	"encoding/binary"
@@ -1171,7 +1172,7 @@ func (r *refData) compare(what string, got *tensor, want *tensorRef, tol float64
 	if dt := got.DType().String(); dt != want.DType {
 		return 0, fmt.Errorf("%s: dtype %s, want %s", what, dt, want.DType)
 	}
-	if s := got.Shape(); !equalShape(s, want.Shape) {
+	if s := got.Shape(); !slices.Equal(s, want.Shape) {
 		return 0, fmt.Errorf("%s: shape %v, want %v", what, s, want.Shape)
 	}
 	gb, wb := got.Bytes(), r.bytes(want)
@@ -1265,18 +1266,6 @@ func firstDiff(a, b []byte) int {
 	return min(len(a), len(b))
 }
 
-func equalShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // testDevice is where the inputs of every case are placed: $AFFGD_TEST_DEVICE (scripts/cuda-check.sh
 // sets cuda:0), default the CPU. Outputs are always compared with the CPU reference.
 var testDevice = func() torch.Device {
@@ -1334,7 +1323,7 @@ func runParityCase(r *refData, name string, pc parityCase, mc *manifestCase) (de
 				fail(err)
 			}
 			if mc.Strides != nil && err == nil {
-				if st := o.Strides(); !equalShape(st, mc.Strides[i]) {
+				if st := o.Strides(); !slices.Equal(st, mc.Strides[i]) {
 					fail(fmt.Errorf("%s: strides %v, want %v", what, st, mc.Strides[i]))
 				}
 			}

@@ -5,9 +5,10 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/affgd/affgd/torch"
@@ -117,10 +118,10 @@ func SaveState(path string, m *Model, opt *optim.SGD, sched *optim.StepLR, s Sta
 	}
 	raw = append(raw, ptfile.Entry{Name: keyMeta, Tensor: uint8s(js)},
 		ptfile.Entry{Name: keyConfig, Tensor: uint8s(s.Config)}, ptfile.Entry{Name: keyLog, Tensor: uint8s(s.Log)})
-	for _, k := range sortedKeys(s.Best) {
+	for _, k := range slices.Sorted(maps.Keys(s.Best)) {
 		raw = append(raw, ptfile.Entry{Name: preBest + k, Tensor: float64s([]float64{s.Best[k]})})
 	}
-	for _, k := range sortedKeys(s.RNG) {
+	for _, k := range slices.Sorted(maps.Keys(s.RNG)) {
 		raw = append(raw, ptfile.Entry{Name: preRNG + k, Tensor: uint8s(s.RNG[k])})
 	}
 	var named []nn.Named
@@ -292,7 +293,7 @@ func load(path string, m *Model, opt *optim.SGD, sched *optim.StepLR, s *State) 
 					return
 				}
 				p := opt.Groups[at[0]].Params[at[1]]
-				if want := p.Shape(); !sameInts(want, e.Tensor.Shape) || e.Tensor.DType.String() != p.DType().String() {
+				if want := p.Shape(); !slices.Equal(want, e.Tensor.Shape) || e.Tensor.DType.String() != p.DType().String() {
 					bad = fmt.Errorf("momentum buffer %q is %s%v, the parameter %s%v", n, e.Tensor.DType, e.Tensor.Shape, p.DType(), want)
 					return
 				}
@@ -395,7 +396,7 @@ func readFloat64s(file map[string]*ptfile.Tensor, key string, n int64) ([]float6
 	if n >= 0 {
 		want = []int64{n}
 	}
-	if t.DType != ptfile.Float64 || !sameInts(t.Shape, want) {
+	if t.DType != ptfile.Float64 || !slices.Equal(t.Shape, want) {
 		return nil, fmt.Errorf("entry %q is %s%v, want float64%v", key, t.DType, t.Shape, want)
 	}
 	out := make([]float64, len(t.Data)/8)
@@ -415,25 +416,4 @@ func float64s(v []float64, shape ...int64) *ptfile.Tensor {
 
 func uint8s(b []byte) *ptfile.Tensor {
 	return &ptfile.Tensor{DType: ptfile.Uint8, Shape: []int64{int64(len(b))}, Data: append([]byte{}, b...)}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
-func sameInts(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

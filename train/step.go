@@ -38,12 +38,11 @@ type Model struct {
 	// tests) and on by default in `affgd train` (config key cache_text), where it saves two
 	// text-encoder batches per step.
 	CacheText bool
-	stepText  map[string]*torch.Tensor
 
-	// inferText caches Infer's text features by prompt list: the frozen text encoder gives the
-	// same features for the same prompts every time, and evaluation (batch 1, as released)
-	// asks for one class's prompt per image.
-	inferText map[string]*torch.Tensor
+	// texts holds text features by prompt list (encodeOnce): the frozen encoder gives the same
+	// features for the same list every time. Infer (batch 1 in evaluation, as released) asks
+	// for one class's prompt per image; CacheText steps ask for single prompts.
+	texts map[string]*torch.Tensor
 }
 
 // Batch is one training batch: Exo (B, E, 3, H, W) and Ego (B, 3, H, W) normalised images, Label
@@ -180,7 +179,7 @@ func (m *Model) backbones(b Batch) *Features {
 	affPrompts, exoPrompts := m.prompts(b.Label.Int64s())
 	encode := func(prompts []string) *torch.Tensor { return must(m.CLIP.EncodePrompts(m.Tok, prompts)) }
 	if m.CacheText {
-		encode = m.cachedTextFeatures
+		encode = m.encodeEach
 	}
 	return &Features{
 		TAff: encode(affPrompts),
@@ -273,7 +272,7 @@ func (m *Model) Infer(b Batch) (*Maps, error) {
 			labels := b.Label.Int64s()
 			h, w := m.grid(b.Ego)
 			affPrompts, _ := m.prompts(labels)
-			tAff := m.inferTextFeatures(affPrompts)
+			tAff := m.encodeOnce(affPrompts)
 			fEgo := must(m.CLIP.DenseFeatures(b.Ego))
 			sEgo := torch.Einsum("bnc,bc->bn", fEgo.Normalize(2, -1, 1e-12), tAff.Normalize(2, -1, 1e-12)).Reshape(s[0], h, w)
 			d := must(m.DINO.Features(b.Ego))
@@ -287,37 +286,29 @@ func (m *Model) Infer(b Batch) (*Maps, error) {
 	return mp, nil
 }
 
-// inferTextFeatures returns the CLIP text features of prompts, computed once per distinct prompt
-// list (the same batch, so the same numbers as computing them again) and kept with the model.
-func (m *Model) inferTextFeatures(prompts []string) *torch.Tensor {
+// encodeOnce returns the CLIP text features of prompts, encoding each distinct prompt list once
+// (the same batch, so the same numbers as encoding it again) and keeping it with the model.
+func (m *Model) encodeOnce(prompts []string) *torch.Tensor {
 	key := strings.Join(prompts, "\x00")
-	if t, ok := m.inferText[key]; ok {
+	if t, ok := m.texts[key]; ok {
 		return t.Alias()
 	}
 	t := must(m.CLIP.EncodePrompts(m.Tok, prompts))
-	if m.inferText == nil {
-		m.inferText = map[string]*torch.Tensor{}
+	if m.texts == nil {
+		m.texts = map[string]*torch.Tensor{}
 	}
-	if len(m.inferText) < 4096 { // bounded: arbitrary batches of labels could grow it forever
-		m.inferText[key] = torch.Escape(t.Alias())
+	if len(m.texts) < 4096 { // bounded: arbitrary batches of labels could grow it forever
+		m.texts[key] = torch.Escape(t.Alias())
 	}
 	return t
 }
 
-// cachedTextFeatures returns the text features of prompts, each prompt encoded alone once and
-// kept with the model (see Model.CacheText).
-func (m *Model) cachedTextFeatures(prompts []string) *torch.Tensor {
-	if m.stepText == nil {
-		m.stepText = map[string]*torch.Tensor{}
-	}
+// encodeEach returns the text features of prompts with each prompt encoded alone, once (see
+// Model.CacheText).
+func (m *Model) encodeEach(prompts []string) *torch.Tensor {
 	rows := make([]*torch.Tensor, len(prompts))
 	for i, p := range prompts {
-		t, ok := m.stepText[p]
-		if !ok {
-			t = torch.Escape(must(m.CLIP.EncodePrompts(m.Tok, []string{p})).Select(0, 0))
-			m.stepText[p] = t
-		}
-		rows[i] = t
+		rows[i] = m.encodeOnce([]string{p}).Select(0, 0)
 	}
 	return torch.Stack(rows, 0)
 }

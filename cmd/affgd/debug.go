@@ -173,7 +173,7 @@ func debugMetrics(c *cli.Context) error {
 		return err
 	}
 	if c.Bool("json") {
-		out, _ := json.Marshal(map[string]any{"kld": jsonNum(sc.KLD), "sim": jsonNum(sc.SIM), "nss": jsonNum(sc.NSS)})
+		out, _ := json.Marshal(sc)
 		fmt.Println(string(out))
 		return nil
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"os"
 	"strings"
 	"time"
@@ -107,7 +106,7 @@ func runEval(c *cli.Context) error {
 		Progress: func(done, _ int) { _ = bar.Set(done) },
 		PerImage: func(r evaluate.ImageResult) {
 			if perImage != nil {
-				line, _ := json.Marshal(map[string]any{"image": r.Item.Image, "gt": r.Item.GT, "action": r.Item.Action, "scores": jsonScores(r.Scores)})
+				line, _ := json.Marshal(map[string]any{"image": r.Item.Image, "gt": r.Item.GT, "action": r.Item.Action, "scores": r.Scores})
 				fmt.Fprintln(perImage, string(line))
 			}
 		},
@@ -127,20 +126,4 @@ func runEval(c *cli.Context) error {
 	fmt.Printf("%s: %d images, %.1f images/s\n", name, n, float64(n)/secs)
 	fmt.Print(sum.Table(c.Bool("per-class")))
 	return nil
-}
-
-// jsonScores writes NaN as null, which JSON cannot hold otherwise.
-func jsonScores(s map[string]data.Scores) map[string]map[string]any {
-	out := map[string]map[string]any{}
-	for name, v := range s {
-		out[name] = map[string]any{"kld": jsonNum(v.KLD), "sim": jsonNum(v.SIM), "nss": jsonNum(v.NSS)}
-	}
-	return out
-}
-
-func jsonNum(v float64) any {
-	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return nil
-	}
-	return v
 }

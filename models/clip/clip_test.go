@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -91,7 +92,7 @@ func compare(t testing.TB, what string, got, want *torch.Tensor) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if !equalShape(gs, ws) {
+	if !slices.Equal(gs, ws) {
 		t.Fatalf("%s: shape %v, PyTorch %v", what, gs, ws)
 	}
 	worst, at, maxDiff, maxRef := 0.0, 0, 0.0, 0.0
@@ -109,24 +110,12 @@ func compare(t testing.TB, what string, got, want *torch.Tensor) {
 	t.Logf("%s %v: max deviation %.3g, max |diff|/max|ref| %.3g", what, gs, worst, maxDiff/maxRef)
 }
 
-func equalShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // sameBits fails unless a and b hold identical bytes, dtype and shape.
 func sameBits(t testing.TB, what string, a, b *torch.Tensor) {
 	t.Helper()
 	var ok bool
 	if err := torch.Try(func() {
-		ok = a.DType() == b.DType() && equalShape(a.Shape(), b.Shape()) &&
+		ok = a.DType() == b.DType() && slices.Equal(a.Shape(), b.Shape()) &&
 			bytes.Equal(a.To(torch.CPU).Bytes(), b.To(torch.CPU).Bytes())
 	}); err != nil {
 		t.Fatal(err)
@@ -210,7 +199,7 @@ func TestNamesAndConfig(t *testing.T) {
 		if n.Name != raw.Names[i] {
 			t.Fatalf("entry %d is %q, open_clip's is %q", i, n.Name, raw.Names[i])
 		}
-		if !equalShape(n.Tensor.Shape(), raw.Tensors[n.Name].Shape()) {
+		if !slices.Equal(n.Tensor.Shape(), raw.Tensors[n.Name].Shape()) {
 			t.Errorf("%s: shape %v, open_clip %v", n.Name, n.Tensor.Shape(), raw.Tensors[n.Name].Shape())
 		}
 		if n.Tensor.RequiresGrad() {

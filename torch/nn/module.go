@@ -5,6 +5,7 @@ package nn
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -110,7 +111,7 @@ func Load(m Module, sd map[string]*torch.Tensor, source string, opt LoadOptions)
 		if err := torch.Try(func() { ws, gs = n.Tensor.Shape(), src.Shape() }); err != nil {
 			return err
 		}
-		if !sameShape(ws, gs) {
+		if !slices.Equal(ws, gs) {
 			e.Mismatched = append(e.Mismatched, fmt.Sprintf("%s: shape %v in the file, %v in the model", n.Name, gs, ws))
 		}
 	}
@@ -143,16 +144,4 @@ func StateDict(m Module) map[string]*torch.Tensor {
 		out[n.Name] = n.Tensor
 	}
 	return out
-}
-
-func sameShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -25,21 +26,9 @@ func read(t *testing.T, name string) *nn.File {
 // equalBits fails unless a and b have the same dtype, shape and bytes.
 func equalBits(t *testing.T, what string, a, b *torch.Tensor) {
 	t.Helper()
-	if a.DType() != b.DType() || !sameShape(a.Shape(), b.Shape()) || string(a.Bytes()) != string(b.Bytes()) {
+	if a.DType() != b.DType() || !slices.Equal(a.Shape(), b.Shape()) || string(a.Bytes()) != string(b.Bytes()) {
 		t.Errorf("%s: %s%v differs from %s%v", what, a.DType(), a.Shape(), b.DType(), b.Shape())
 	}
-}
-
-func sameShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // seq is a list of modules named 0, 1, ... as nn.ModuleList.
