@@ -52,17 +52,14 @@ type caseArgs struct {
 // the convolution biases right before a training-mode BatchNorm are zero in exact arithmetic and
 // float32 noise on both sides: they are bounded by 1e-5 of their convolution weight's gradient.
 //
-// A gradient the reference itself determines less tightly than 1e-5 — conditioning.json, the
-// generator's float32-vs-float64 difference of the same step, relative to max |ref| — gets
-// 4 × that, at most tolGradCap: on the full-size case the large convolutions' weight gradients
-// are sums over ~50k terms per element and the reference's own float32 error reaches 9.5e-6, so
-// a flat 1e-5 would hold affgd to more digits than the reference has (measured: 0.8 of 1e-5). The
-// cap keeps the ReLU-switch conditionings of the tiny cases (up to 2e-2, see tests/method/README)
-// from loosening anything past 5e-5.
+// Every gradient is held to the flat 1e-5 the issue asks for, including the full-size case,
+// where the reference's own float32-vs-float64 difference (conditioning.json) reaches 9.5e-6 for
+// the large convolutions' weight gradients (measured: affgd within 0.8 of 1e-5 there). A failure
+// message quotes that conditioning, so a failure caused by the reference's own precision is told
+// apart from a real difference.
 const (
-	tolMaps    = 1e-5
-	tolParams  = 1e-6
-	tolGradCap = 5e-5
+	tolMaps   = 1e-5
+	tolParams = 1e-6
 )
 
 var zeroGradSuffix = []string{"grad/aff_ego_proj.0.bias", "grad/aff_ego_proj.3.bias", "grad/aff_exo_proj.0.bias", "grad/aff_exo_proj.3.bias"}
@@ -462,8 +459,6 @@ func compareDump(t *testing.T, refDir string, arrays, before map[string]*torch.T
 					tol, scale = tolMaps, update
 				}
 			}
-		case strings.HasPrefix(name, "grad/") && !isZeroGrad(name):
-			tol = math.Max(tolMaps, math.Min(4*cond[name], tolGradCap))
 		case isZeroGrad(name):
 			weight := strings.TrimSuffix(name, "bias") + "weight"
 			if wt, ok := arrays[weight]; ok {
@@ -473,6 +468,9 @@ func compareDump(t *testing.T, refDir string, arrays, before map[string]*torch.T
 		}
 		msg, ratio := compare(name, g, w, tol, scale)
 		if msg != "" {
+			if c, ok := cond[name]; ok {
+				msg += fmt.Sprintf(" (the reference's own float32-vs-float64 difference here: %.2g)", c)
+			}
 			t.Errorf("%s: %s", name, msg)
 		}
 		kind, _, ok := strings.Cut(name, "/")
