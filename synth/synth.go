@@ -288,10 +288,6 @@ func Write(dir string, o Options) (*Result, error) {
 	if err := clip.WriteRandom(res.CLIP, TinyCLIP(), o.Seed+2, clip.FormatTorchScript); err != nil {
 		return nil, fmt.Errorf("synth: writing the tiny CLIP: %w", err)
 	}
-	// The TorchScript writer creates its file private (0600); give it the other files' mode.
-	if err := os.Chmod(res.CLIP, 0o644); err != nil {
-		return nil, fmt.Errorf("synth: %w", err)
-	}
 	w.files = append(w.files, filepath.Join("weights", CLIPFile))
 	src := o.VocabSource
 	if src == "" {

@@ -95,6 +95,9 @@ func SaveTorchScript(path string, names []string, tensors []*Tensor) error {
 		return fmt.Errorf("torch: SaveTorchScript: %w", err)
 	}
 	err = f.Sync()
+	if err == nil {
+		err = f.Chmod(0o644) // CreateTemp made it private; archives are ordinary files
+	}
 	f.Close()
 	if err != nil {
 		return fmt.Errorf("torch: SaveTorchScript: %s: %w", path, err)
