@@ -297,7 +297,7 @@ func load(path string, m *Model, opt *optim.SGD, sched *optim.StepLR, s *State) 
 					bad = fmt.Errorf("momentum buffer %q is %s%v, the parameter %s%v", n, e.Tensor.DType, e.Tensor.Shape, p.DType(), want)
 					return
 				}
-				bufs[at[0]][at[1]] = fromFile(e).To(p.Device())
+				bufs[at[0]][at[1]] = fromFile(e) // SetMomentumBuffers moves it to the parameter's device
 			}
 		}
 		if bad = nn.Load(m.Head, head, "the state's head", nn.LoadOptions{}); bad != nil {

@@ -4,6 +4,7 @@ package optim
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/affgd/affgd/torch"
 )
@@ -100,16 +101,28 @@ func (o *SGD) Step() {
 func (o *SGD) MomentumBuffers() [][]*torch.Tensor { return o.bufs }
 
 // SetMomentumBuffers restores buffers saved from [SGD.MomentumBuffers] (copied; nil entries
-// clear). Shapes must match the parameters.
+// clear), each on its parameter's device and in its dtype. Shapes must match the parameters; on
+// an error nothing changes.
 func (o *SGD) SetMomentumBuffers(bufs [][]*torch.Tensor) error {
 	if len(bufs) != len(o.Groups) {
 		return fmt.Errorf("optim: %d buffer groups for %d parameter groups", len(bufs), len(o.Groups))
 	}
+	// Check everything first, so a bad set leaves the optimizer as it was.
+	for gi, g := range o.Groups {
+		if len(bufs[gi]) != len(g.Params) {
+			return fmt.Errorf("optim: group %d has %d parameters but %d buffers", gi, len(g.Params), len(bufs[gi]))
+		}
+		for pi, b := range bufs[gi] {
+			if b == nil {
+				continue
+			}
+			if ps, bs := g.Params[pi].Shape(), b.Shape(); !slices.Equal(ps, bs) {
+				return fmt.Errorf("optim: group %d parameter %d has shape %v but its buffer %v", gi, pi, ps, bs)
+			}
+		}
+	}
 	return torch.Try(func() {
 		for gi, g := range o.Groups {
-			if len(bufs[gi]) != len(g.Params) {
-				torch.Fail("set_momentum_buffers", "group %d has %d parameters but %d buffers", gi, len(g.Params), len(bufs[gi]))
-			}
 			for pi, b := range bufs[gi] {
 				if o.bufs[gi][pi] != nil {
 					o.bufs[gi][pi].Free()
@@ -118,12 +131,9 @@ func (o *SGD) SetMomentumBuffers(bufs [][]*torch.Tensor) error {
 				if b == nil {
 					continue
 				}
-				ps, bs := g.Params[pi].Shape(), b.Shape()
-				if fmt.Sprint(ps) != fmt.Sprint(bs) {
-					torch.Fail("set_momentum_buffers", "group %d parameter %d has shape %v but its buffer %v", gi, pi, ps, bs)
-				}
-				torch.NoGrad(func() {
-					o.bufs[gi][pi] = torch.Escape(b.Detach().Clone().ToDType(g.Params[pi].DType()))
+				p := g.Params[pi]
+				torch.NoGrad(func() { // a copy, on the parameter's device and in its dtype
+					o.bufs[gi][pi] = torch.Escape(b.Detach().To(p.Device()).ToDType(p.DType()).Clone())
 				})
 			}
 		}

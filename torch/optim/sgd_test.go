@@ -153,3 +153,35 @@ func TestSGDRejectsBadGroups(t *testing.T) {
 		}
 	}
 }
+
+// SetMomentumBuffers checks every buffer before it changes anything: a bad set leaves the
+// optimizer's buffers as they were.
+func TestSetMomentumBuffersAllOrNothing(t *testing.T) {
+	p1 := torch.Zeros([]int64{2, 3}, torch.Float32).SetRequiresGrad(true)
+	p2 := torch.Zeros([]int64{4}, torch.Float32).SetRequiresGrad(true)
+	opt, err := optim.NewSGD([]optim.ParamGroup{{Params: []*torch.Tensor{p1}, LR: 0.1, Momentum: 0.9}, {Params: []*torch.Tensor{p2}, LR: 0.1, Momentum: 0.9}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := [][]*torch.Tensor{{torch.Ones([]int64{2, 3}, torch.Float32)}, {torch.Ones([]int64{4}, torch.Float32)}}
+	if err := opt.SetMomentumBuffers(good); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		bufs [][]*torch.Tensor
+	}{
+		{"second group's shape", [][]*torch.Tensor{{torch.Zeros([]int64{2, 3}, torch.Float32)}, {torch.Zeros([]int64{5}, torch.Float32)}}},
+		{"group count", [][]*torch.Tensor{{torch.Zeros([]int64{2, 3}, torch.Float32)}}},
+		{"buffer count", [][]*torch.Tensor{{torch.Zeros([]int64{2, 3}, torch.Float32)}, {}}},
+	} {
+		if err := opt.SetMomentumBuffers(tc.bufs); err == nil {
+			t.Fatalf("%s: accepted", tc.name)
+		}
+		for gi, g := range opt.MomentumBuffers() {
+			if b := g[0]; b == nil || b.Released() || b.Sum().Item() != float64(b.Numel()) {
+				t.Fatalf("%s: group %d's buffer changed by a rejected set", tc.name, gi)
+			}
+		}
+	}
+}
