@@ -17,6 +17,7 @@ func main() {
 			infoCommand(),
 			synthCommand(),
 			trainCommand(),
+			sweepCommand(),
 			evalCommand(),
 			predictCommand(),
 			benchCommand(),
