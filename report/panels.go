@@ -138,6 +138,8 @@ func makePanel(pn Panel) (*plot.Plot, error) {
 	}
 	if n == 0 {
 		p.Title.Text += " — no finite values"
+	} else if pn.Bars { // whole bars: half a position either side
+		p.X.Min, p.X.Max = xlo-0.5, xhi+0.5
 	} else if xhi > xlo {
 		pad := 0.05 * (xhi - xlo)
 		p.X.Min, p.X.Max = xlo-pad, xhi+pad

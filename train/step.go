@@ -75,6 +75,7 @@ type Result struct {
 	EmptyPixelSamples int   // samples whose pixel loss had no anchor with a positive (METHOD §9.2)
 	EmptyProtoRows    int   // prototypical anchors without a positive
 	NumCandidates     []int // part-discovery candidates per sample
+	EmptyClusters     []int // empty K-means clusters per sample, with Discovery.CountEmpty (analysis)
 }
 
 // prompts returns the affordance and exocentric prompts of the labels.
@@ -240,7 +241,8 @@ func (m *Model) rest(b Batch, f *Features, o Options) *Result {
 		disc = must(discovery.Discover(discovery.Inputs{
 			DEgo: dEgoMap, DExo: dExoMap, SEgo: aff.SEgo, SExo: aff.SExo, MExo: mExo, SamHard: dEgo.SamHard, E: e,
 		}, o.Discovery, o.KMeansInit, o.Gen))
-		r.Reliable, r.PScore, r.WEgo, r.WExo, r.NumCandidates = disc.Reliable, disc.PScore, disc.WEgo, disc.WExo, disc.NumCandidates
+		r.Reliable, r.PScore, r.WEgo, r.WExo = disc.Reliable, disc.PScore, disc.WEgo, disc.WExo
+		r.NumCandidates, r.EmptyClusters = disc.NumCandidates, disc.EmptyClusters
 
 		kEgo, kExo := disc.WEgo, disc.WExo
 		if o.Epoch >= 1 {

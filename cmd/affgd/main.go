@@ -18,6 +18,7 @@ func main() {
 			synthCommand(),
 			trainCommand(),
 			sweepCommand(),
+			analyzeCommand(),
 			evalCommand(),
 			predictCommand(),
 			benchCommand(),

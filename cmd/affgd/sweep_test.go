@@ -40,6 +40,7 @@ func TestSweepAndAnalyze(t *testing.T) {
 	t.Run("print-slurm", func(t *testing.T) { c.testSlurm(t, grid, ref) })
 	t.Run("failed point", func(t *testing.T) { c.testSweepFailure(t, base) })
 	t.Run("sweep errors", func(t *testing.T) { c.testSweepErrors(t, base, grid, ref) })
+	t.Run("analyze", c.testAnalyze)
 	t.Logf("TestSweepAndAnalyze: %.1fs", time.Since(start).Seconds())
 }
 
@@ -349,5 +350,109 @@ func checkPNG(t *testing.T, path string) {
 	defer f.Close()
 	if _, format, err := image.DecodeConfig(f); err != nil || format != "png" {
 		t.Errorf("%s: %q, %v", path, format, err)
+	}
+}
+
+// testAnalyze runs analyze on the one-epoch checkpoint of the synthetic set (both splits) and
+// checks its files and the consistency of its figures.
+func (c *cliEnv) testAnalyze(t *testing.T) {
+	out := filepath.Join(c.dir, "analysis")
+	args := []string{"analyze", "--checkpoint", c.checkpointTrain1, "--vocab", c.voc, "--data-root", c.root,
+		"--config", filepath.Join(c.run1, "config.yaml"), "--workers", "1", "--threads", "1", "--batch-size", "4"}
+	c.mustRun(t, append(args, "--out", out)...)
+	for _, f := range []string{"activation.png", "discovery.png", "clusters.png"} {
+		checkPNG(t, filepath.Join(out, f))
+	}
+	var res struct {
+		Samples int       `json:"samples"`
+		Alpha   float64   `json:"alpha"`
+		K       int       `json:"kmeans_k"`
+		Alphas  []float64 `json:"alphas"`
+		Overall struct {
+			Ego, Exo  struct{ Maps int }
+			Discovery struct {
+				Samples    int       `json:"samples"`
+				Candidates []int     `json:"candidates"`
+				PartShare  []float64 `json:"part_share_by_alpha"`
+			}
+			Clusters []struct {
+				K          int     `json:"k"`
+				Samples    int     `json:"samples"`
+				PartShare  float64 `json:"part_share"`
+				EmptyShare float64 `json:"empty_share"`
+			}
+		}
+		Classes []struct {
+			Name string
+			Ego  struct{ Maps int }
+		}
+	}
+	raw, err := os.ReadFile(filepath.Join(out, "analysis.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &res); err != nil {
+		t.Fatal(err)
+	}
+	o := res.Overall
+	if res.Samples == 0 || o.Ego.Maps != res.Samples || o.Exo.Maps != 3*res.Samples || o.Discovery.Samples != res.Samples || len(o.Discovery.Candidates) != res.Samples {
+		t.Errorf("analysis.json counts: samples %d, ego %d, exo %d, discovery %d", res.Samples, o.Ego.Maps, o.Exo.Maps, o.Discovery.Samples)
+	}
+	n := 0
+	for _, cl := range res.Classes {
+		n += cl.Ego.Maps
+	}
+	if n != res.Samples || len(res.Classes) != 2 {
+		t.Errorf("per-class samples sum to %d over %d classes, want %d over 2", n, len(res.Classes), res.Samples)
+	}
+	var ks []int
+	for _, k := range o.Clusters {
+		ks = append(ks, k.K)
+		if k.EmptyShare < 0 || k.EmptyShare > 1 || k.Samples != res.Samples {
+			t.Errorf("K=%d: %+v", k.K, k)
+		}
+		if k.K == res.K {
+			// The offline α sweep reproduces part discovery's own α decision at the run's α.
+			for i, a := range res.Alphas {
+				if a == res.Alpha && o.Discovery.PartShare[i] != k.PartShare {
+					t.Errorf("part share at α=%g: offline %v, discovery's %v", a, o.Discovery.PartShare[i], k.PartShare)
+				}
+			}
+		}
+	}
+	if fmt.Sprint(ks) != "[2 3 4 5]" {
+		t.Errorf("K of (c): %v", ks)
+	}
+	md, _ := os.ReadFile(filepath.Join(out, "analysis.md"))
+	for _, w := range []string{"## (a)", "## (b)", "## (c)", "| hold |", "| cut_with |", "ego above γ2"} {
+		if !strings.Contains(string(md), w) {
+			t.Errorf("analysis.md lacks %q", w)
+		}
+	}
+	// The test split: (a) against the GT masks only.
+	outTest := filepath.Join(c.dir, "analysis-test")
+	c.mustRun(t, append(args, "--split", "test", "--out", outTest)...)
+	checkPNG(t, filepath.Join(outTest, "activation.png"))
+	if _, err := os.Stat(filepath.Join(outTest, "discovery.png")); err == nil {
+		t.Error("the test split wrote discovery.png")
+	}
+	md, _ = os.ReadFile(filepath.Join(outTest, "analysis.md"))
+	if !strings.Contains(string(md), "anchors on GT") || !strings.Contains(string(md), "--split train") {
+		t.Errorf("test-split analysis.md:\n%s", md)
+	}
+	for _, tc := range []struct {
+		name  string
+		extra []string
+		want  string
+	}{
+		{"bad split", []string{"--split", "val"}, "--split"},
+		{"kmeans_k 0", []string{"--kmeans-k", "0"}, "kmeans_k"},
+		{"alpha 2", []string{"--alpha", "2"}, "alpha"},
+		{"missing data", []string{"--data-root", filepath.Join(c.dir, "nowhere")}, "nowhere"},
+	} {
+		r := c.run(t, append(append(append([]string{}, args...), "--out", filepath.Join(c.dir, "analysis-bad")), tc.extra...)...)
+		if r.code == 0 || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("%s: exit %d, stderr %q, want it to name %q", tc.name, r.code, r.stderr, tc.want)
+		}
 	}
 }
