@@ -1,6 +1,7 @@
 package trainer
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -143,5 +144,59 @@ func TestAblationConfigs(t *testing.T) {
 		if diff := c.Diff(d); len(diff) > 0 {
 			t.Errorf("%s changes %v besides the ablation keys", tc.file, diff)
 		}
+	}
+}
+
+// The log holds each epoch's p-score histogram and part-level share; a classification-only run
+// logs neither, nor the losses it does not compute; prototypes: object logs no clustered sample.
+func TestLogDiscoveryAndSkippedLosses(t *testing.T) {
+	s := smallSynth(t)
+	for _, tc := range []struct {
+		name       string
+		weights    train.LossWeights
+		prototypes string
+	}{
+		{"released", train.AllLosses, PrototypesSelective},
+		{"classification only", train.LossWeights{CEEgo: 1, CEExo: 1}, PrototypesSelective},
+		{"object prototypes", train.LossWeights{CEEgo: 1, CEExo: 1, Proto: 1}, PrototypesObject},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := smallConfig(t, s)
+			c.Epochs, c.MaxSteps, c.TestLimit = 1, 2, 2
+			c.LossWeights, c.Prototypes = tc.weights, tc.prototypes
+			if err := Run(context.Background(), c, false, &recorder{}); err != nil {
+				t.Fatal(err)
+			}
+			l := readLog(t, c.OutDir)[0]
+			for name, w := range map[string]float64{LossPix: tc.weights.Pixel, LossProto: tc.weights.Proto, LossCEEgo: 1, LossCEExo: 1} {
+				if _, ok := l.Losses[name]; ok != (w != 0) {
+					t.Errorf("%s logged %v with weight %v", name, ok, w)
+				}
+			}
+			samples := l.PartLevel + l.ObjectLevel
+			if tc.weights.Proto == 0 {
+				if l.PScoreHist != nil || l.PartShare != nil || samples != 0 {
+					t.Errorf("no part discovery, yet logged %+v, share %v, %d samples", l.PScoreHist, l.PartShare, samples)
+				}
+				return
+			}
+			h := l.PScoreHist
+			if h == nil || l.PartShare == nil || len(h.Counts) != PScoreBins || len(h.Edges) != PScoreBins+1 {
+				t.Fatalf("p-score histogram %+v, share %v", h, l.PartShare)
+			}
+			n := h.Unclustered
+			for _, k := range h.Counts {
+				n += k
+			}
+			if n != samples || samples != c.BatchSize*c.MaxSteps {
+				t.Errorf("histogram holds %d samples, the epoch %d (%d part level)", n, samples, l.PartLevel)
+			}
+			if *l.PartShare != float64(l.PartLevel)/float64(samples) {
+				t.Errorf("part_level_share %v, part %d of %d", *l.PartShare, l.PartLevel, samples)
+			}
+			if tc.prototypes == PrototypesObject && (h.Unclustered != samples || l.PartLevel != 0) {
+				t.Errorf("prototypes object: %d unclustered, %d part level of %d", h.Unclustered, l.PartLevel, samples)
+			}
+		})
 	}
 }
