@@ -227,7 +227,7 @@ func (c *cliEnv) testSlurm(t *testing.T, grid []string, out string) {
 func (c *cliEnv) testSweepFailure(t *testing.T, base string) {
 	out := filepath.Join(c.dir, "sweep-c")
 	missing := filepath.Join(c.dir, "missing-dino.pth")
-	r := c.run(t, "sweep", "--config", base, "--set", "dino="+missing+","+c.dino, "--out", out)
+	r := c.run(t, "sweep", "--config", base, "--set", "dino="+missing+","+c.dino, "--devices", "cpu,cpu", "--out", out)
 	if r.code != 1 || !strings.Contains(r.stderr, "1 of 2 points failed") || !strings.Contains(r.stderr, "dino="+missing) {
 		t.Fatalf("exit %d, want 1 naming the failed point:\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
