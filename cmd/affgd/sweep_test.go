@@ -119,6 +119,12 @@ func (c *cliEnv) testSweep(t *testing.T, grid []string, out string) {
 	if after, _ := os.ReadFile(filepath.Join(out, "sweep.csv")); !bytes.Equal(before, after) {
 		t.Error("rerun changed sweep.csv")
 	}
+	// --collect only tabulates (what a Slurm array's results need).
+	os.Remove(filepath.Join(out, "sweep.csv"))
+	r = c.mustRun(t, append(append([]string{"sweep"}, grid...), "--out", out, "--collect")...)
+	if after, _ := os.ReadFile(filepath.Join(out, "sweep.csv")); !bytes.Equal(before, after) || strings.Contains(r.stdout, "[1/4]") {
+		t.Errorf("--collect: sweep.csv differs or points ran:\n%s", r.stdout)
+	}
 }
 
 // testSweepInterrupted interrupts a sweep (SIGINT) while its second point trains, reruns it, and
