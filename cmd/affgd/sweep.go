@@ -97,6 +97,21 @@ func runSweep(c *cli.Context) error {
 	if !c.Bool("collect") {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
+		finished := make(chan struct{})
+		defer close(finished)
+		go func() {
+			select {
+			case <-ctx.Done():
+				select {
+				case <-finished: // the deferred stop after the sweep, not a signal
+					return
+				default:
+				}
+				fmt.Fprintln(os.Stderr, "\naffgd: stopping every run after its current step, their states saved (Ctrl-C again ends the sweep at once)")
+				stop() // a second signal ends the sweep at once; its runs still stop after their step
+			case <-finished:
+			}
+		}()
 		fmt.Printf("sweep: %d points in %s, %d at a time\n", len(plan.Points), plan.Dir, len(slots))
 		outcomes := sweep.Run(ctx, plan, sweep.RunOptions{Bin: bin, Slots: slots, Progress: func(l string) { fmt.Println(l) }})
 		if _, err := plan.WriteResults(); err != nil {
