@@ -24,7 +24,25 @@ type Options struct {
 	// the map of exo image (b, n) is row n of flattened map b, and its candidates are tokens of
 	// the first grid row of image (b, n).
 	PerImageExo bool
+	// Prototypes selects which samples are part level (the ablations of the paper's §4.3 table):
+	// Selective (the zero value, as released) clusters and applies α; ObjectLevel gives every
+	// sample the object-level maps without clustering; PartLevel ignores α, so every sample with
+	// at least Clusters candidates takes its most reliable cluster.
+	Prototypes Prototypes
+	// CountEmpty makes [Discover] fill Result.EmptyClusters (one more assignment of the
+	// candidates to the final centroids per clustered sample; for analysis, off in training).
+	CountEmpty bool
 }
+
+// Prototypes is the part-level selection mode of [Options.Prototypes].
+type Prototypes int
+
+// The modes of [Options.Prototypes].
+const (
+	Selective   Prototypes = iota // part level when the best cluster's p reaches α (released)
+	ObjectLevel                   // every sample object level
+	PartLevel                     // part level whenever there are Clusters candidates (α ignored)
+)
 
 // DefaultOptions returns the released code's settings: γ1 = 0.6, α = 0.6, 3 clusters, the §9.1
 // indexing.
@@ -54,6 +72,9 @@ type Result struct {
 	WEgo          *torch.Tensor // (B, h, w): (partmap_ego + soft_ego) / 2
 	WExo          *torch.Tensor // (B·E, h, w): (partmap_exo + soft_exo) / 2
 	NumCandidates []int         // per sample: the candidate descriptors collected (§7a)
+	// EmptyClusters is, per sample, how many of its final K-means clusters hold no candidate
+	// (-1 for a sample that was not clustered); filled only with Options.CountEmpty.
+	EmptyClusters []int
 }
 
 // Discover runs the part discovery of METHOD.md §7 for every sample of the batch.
@@ -138,6 +159,9 @@ func validate(in Inputs, opt Options, inits map[int][]int64) dims {
 	if opt.Clusters < 1 {
 		torch.Fail(op, "Options.Clusters = %d, want ≥ 1", opt.Clusters)
 	}
+	if opt.Prototypes < Selective || opt.Prototypes > PartLevel {
+		torch.Fail(op, "Options.Prototypes = %d, want Selective, ObjectLevel or PartLevel", opt.Prototypes)
+	}
 	if math.IsNaN(opt.Gamma1) || math.IsNaN(opt.Alpha) {
 		torch.Fail(op, "Options.Gamma1 = %v, Options.Alpha = %v: NaN", opt.Gamma1, opt.Alpha)
 	}
@@ -190,6 +214,9 @@ func discover(in Inputs, opt Options, inits map[int][]int64, g *torch.Generator)
 	counts := selected.SumDims([]int64{1, 2}, false).To(torch.CPU).Int64s()
 
 	res := &Result{NumCandidates: make([]int, d.B)}
+	if opt.CountEmpty {
+		res.EmptyClusters = make([]int, d.B)
+	}
 	reliable := make([]float32, d.B)
 	scores := make([]*torch.Tensor, d.B)
 	maps := make([]sampleMaps, d.B)
@@ -199,7 +226,10 @@ func discover(in Inputs, opt Options, inits map[int][]int64, g *torch.Generator)
 			partEgo: in.SEgo.Select(0, b), softEgo: in.SEgo.Select(0, b),
 			partExo: fallbackExo.Select(0, b), softExo: fallbackExo.Select(0, b),
 		}
-		if counts[b] < K {
+		if opt.CountEmpty {
+			res.EmptyClusters[b] = -1
+		}
+		if counts[b] < K || opt.Prototypes == ObjectLevel {
 			scores[b] = torch.Full([]int64{K}, math.NaN(), torch.Float32, dev)
 			maps[b] = object
 			continue
@@ -216,9 +246,12 @@ func discover(in Inputs, opt Options, inits map[int][]int64, g *torch.Generator)
 			init = torch.Randint(0, counts[b], []int64{K}, g, dev)
 		}
 		points := exoTok.Select(0, b).Narrow(1, 0, L).Index(selected.Select(0, b)) // (N, C)
-		part, p, ok := cluster(d, opt, points, init, exoFlat.Select(0, b), exoTok.Select(0, b),
+		part, p, empty, ok := cluster(d, opt, points, init, exoFlat.Select(0, b), exoTok.Select(0, b),
 			egoWeighted.Select(0, b), egoTok.Select(0, b), in.SamHard.Select(0, b))
 		scores[b] = p
+		if opt.CountEmpty {
+			res.EmptyClusters[b] = empty
+		}
 		if !ok {
 			maps[b] = object
 			continue
@@ -246,15 +279,21 @@ func discover(in Inputs, opt Options, inits map[int][]int64, g *torch.Generator)
 
 // cluster runs §7c–e for one sample with at least Clusters candidate points (N, C): it returns
 // the part and soft maps of the most reliable cluster, every cluster's reliability p (K), and
-// whether the best p reaches Alpha (false: the sample is object level and the maps are nil).
+// whether the best p reaches Alpha (false: the sample is object level and the maps are nil;
+// always true under PartLevel), and with Options.CountEmpty the number of empty clusters.
 // exo (E, C, hw) and exoTok (E, hw, C) are the sample's exo descriptors, egoWeighted (C, hw) is
 // D_ego ⊙ S_ego, egoTok (hw, C) the raw D_ego, sam (hw) the saliency. Its temporaries are freed;
 // the results belong to the caller's scope.
-func cluster(d dims, opt Options, points, init, exo, exoTok, egoWeighted, egoTok, sam *torch.Tensor) (sampleMaps, *torch.Tensor, bool) {
+func cluster(d dims, opt Options, points, init, exo, exoTok, egoWeighted, egoTok, sam *torch.Tensor) (sampleMaps, *torch.Tensor, int, bool) {
 	s := torch.NewScope()
 	defer s.Close()
 
-	centroids := kmeans(points, init, KMeansMaxIter, KMeansTol).Normalize(2, 1, normEps) // (K, C)
+	raw := kmeans(points, init, KMeansMaxIter, KMeansTol)
+	empty := 0
+	if opt.CountEmpty {
+		empty = emptyClusters(points, raw)
+	}
+	centroids := raw.Normalize(2, 1, normEps) // (K, C)
 
 	// Reliability of each cluster from its ego similarity map.
 	sim := centroids.Mm(egoWeighted.Normalize(2, 0, normEps)) // (K, hw)
@@ -268,8 +307,8 @@ func cluster(d dims, opt Options, points, init, exo, exoTok, egoWeighted, egoTok
 	union := hardSum.Add(samSum).Sub(inter)
 	p := inter.Div(hardSum.AddScalar(ratioEps)).Add(samSum.Div(union.AddScalar(ratioEps))).DivScalar(2)
 	s.Keep(p)
-	if p.Max().LtScalar(opt.Alpha).Item() != 0 {
-		return sampleMaps{}, p, false
+	if opt.Prototypes != PartLevel && p.Max().LtScalar(opt.Alpha).Item() != 0 {
+		return sampleMaps{}, p, empty, false
 	}
 	k := p.ArgmaxDim(0, false).ItemInt()
 
@@ -288,7 +327,19 @@ func cluster(d dims, opt Options, points, init, exo, exoTok, egoWeighted, egoTok
 
 	m := sampleMaps{partEgo: partEgo, softEgo: softEgo, partExo: partExo, softExo: softExo}
 	s.Keep(m.partEgo, m.softEgo, m.partExo, m.softExo)
-	return m, p, true
+	return m, p, empty, true
+}
+
+// emptyClusters counts the centroids (K, C) to which no point (N, C) is closest, with the
+// assignment rule of [KMeans].
+func emptyClusters(x, c *torch.Tensor) int {
+	sim := x.MulScalar(2).Mm(c.Transpose(0, 1)).Sub(x.PowScalar(2).SumDims([]int64{1}, false).Unsqueeze(1)).
+		Sub(c.PowScalar(2).SumDims([]int64{1}, false).Unsqueeze(0))
+	_, closest := sim.MaxDim(-1, false)
+	k := c.Size(0)
+	hit := closest.Unsqueeze(0).Eq(torch.Arange(0, float64(k), 1, torch.Int64, x.Device()).Unsqueeze(1)).
+		ToDType(torch.Float32).SumDims([]int64{1}, false)
+	return int(hit.EqScalar(0).ToDType(torch.Float32).Sum().Item())
 }
 
 // String describes a result briefly (for logs): how many samples are part level.

@@ -54,17 +54,43 @@ func Classification(logitsEgo, logitsExo, y *torch.Tensor) (ego, exo *torch.Tens
 		torch.Fail(op, "y must hold int64 class indices, got %s", y.DType())
 	}
 	shape(op, "logitsExo", logitsExo, "(B, E, K)", B, -1, K)
+	return ClassificationEgo(logitsEgo, y), ClassificationExo(logitsExo, y)
+}
 
+// ClassificationEgo is the egocentric loss of [Classification] alone (for a run that disables
+// the exocentric one): CE(logitsEgo, y), a 0-d tensor. It runs under [torch.Try].
+func ClassificationEgo(logitsEgo, y *torch.Tensor) *torch.Tensor {
+	const op = "losses.ClassificationEgo"
+	need(op, "logitsEgo", logitsEgo)
+	need(op, "y", y)
+	shape(op, "logitsEgo", logitsEgo, "(B, K)", -1, -1)
+	shape(op, "y", y, "(B)", logitsEgo.Size(0))
+	if y.DType() != torch.Int64 {
+		torch.Fail(op, "y must hold int64 class indices, got %s", y.DType())
+	}
+	return torch.CrossEntropy(logitsEgo, y, torch.ReduceMean)
+}
+
+// ClassificationExo is the exocentric loss of [Classification] alone (for a run that disables
+// the egocentric one): (0 + Σ_n CE(logitsExo[:, n], y)) / 3, a (1,)-shaped tensor. It runs under
+// [torch.Try].
+func ClassificationExo(logitsExo, y *torch.Tensor) *torch.Tensor {
+	const op = "losses.ClassificationExo"
+	need(op, "logitsExo", logitsExo)
+	need(op, "y", y)
+	shape(op, "logitsExo", logitsExo, "(B, E, K)", -1, -1, -1)
+	shape(op, "y", y, "(B)", logitsExo.Size(0))
+	if y.DType() != torch.Int64 {
+		torch.Fail(op, "y must hold int64 class indices, got %s", y.DType())
+	}
 	s := torch.NewScope()
 	defer s.Close()
-	ego = torch.CrossEntropy(logitsEgo, y, torch.ReduceMean)
-	exo = torch.Zeros([]int64{1}, torch.Float32, logitsEgo.Device())
+	exo := torch.Zeros([]int64{1}, torch.Float32, logitsExo.Device())
 	for n := range logitsExo.Size(1) { // the exocentric views, one CE each, summed in order
 		exo = exo.Add(torch.CrossEntropy(logitsExo.Select(1, n), y, torch.ReduceMean))
 	}
 	exo = exo.DivScalar(3)
-	s.Keep(ego, exo)
-	return ego, exo
+	return s.Keep(exo)
 }
 
 // logProbRows returns, row by row, sim − max_row(sim) − log Σ_j denom_ij·exp(sim_ij − max_row),

@@ -21,6 +21,15 @@ type EpochPoint struct {
 	Epoch  int                // epoch number as shown on the x axis (1-based in affgd's logs)
 	Losses map[string]float64 // epoch means of L_ce_ego, L_ce_exo, L_pix, L_proto and the total "loss"
 	KLD    map[string]float64 // the epoch's test KLD of the maps cam, ree and rem
+	// Discovery, when set, is the epoch's part discovery: PlotTraining then adds two panels.
+	Discovery *DiscoveryPoint
+}
+
+// DiscoveryPoint is one epoch's part-discovery outcome: the share of samples at part level and a
+// histogram of the clustered samples' best reliability p over equal bins of [0, 1].
+type DiscoveryPoint struct {
+	PartShare float64 // NaN when unknown
+	PScore    []int   // counts per bin
 }
 
 // lossOrder and kldOrder are the series drawn first, in this order; other keys follow sorted.
@@ -84,11 +93,16 @@ func PlotTraining(path string, epochs []EpochPoint) (err error) {
 		kld.Title.Text += " — no finite values"
 	}
 
-	img := vgimg.NewWith(vgimg.UseWH(plotWidth, plotHeight), vgimg.UseDPI(plotDPI))
-	dc := draw.New(img)
-	tiles := draw.Tiles{Rows: 2, Cols: 1, PadX: vg.Points(12), PadY: vg.Points(18),
-		PadTop: vg.Points(8), PadBottom: vg.Points(8), PadLeft: vg.Points(8), PadRight: vg.Points(16)}
 	grid := [][]*plot.Plot{{losses}, {kld}}
+	if extra, err := discoveryPanels(pts); err != nil {
+		return fmt.Errorf("report: plot training %s: part discovery: %w", path, err)
+	} else if extra != nil {
+		grid = append(grid, extra...)
+	}
+	img := vgimg.NewWith(vgimg.UseWH(plotWidth, plotHeight*vg.Length(len(grid))/2), vgimg.UseDPI(plotDPI))
+	dc := draw.New(img)
+	tiles := draw.Tiles{Rows: len(grid), Cols: 1, PadX: vg.Points(12), PadY: vg.Points(18),
+		PadTop: vg.Points(8), PadBottom: vg.Points(8), PadLeft: vg.Points(8), PadRight: vg.Points(16)}
 	canvases := plot.Align(grid, tiles, dc)
 	for r := range grid {
 		grid[r][0].Draw(canvases[r][0])
@@ -101,6 +115,51 @@ func PlotTraining(path string, epochs []EpochPoint) (err error) {
 		return fmt.Errorf("report: plot training %s: %w", path, err)
 	}
 	return nil
+}
+
+// discoveryPanels are the part-level share per epoch and the p-score histogram of each epoch
+// (as fractions of its clustered samples), or nil when no point has part-discovery figures.
+func discoveryPanels(pts []EpochPoint) ([][]*plot.Plot, error) {
+	share := Series{Name: "part-level share"}
+	var hists []Series
+	for _, pt := range pts {
+		d := pt.Discovery
+		if d == nil {
+			continue
+		}
+		share.X, share.Y = append(share.X, float64(pt.Epoch)), append(share.Y, d.PartShare)
+		total := 0
+		for _, c := range d.PScore {
+			total += c
+		}
+		h := Series{Name: fmt.Sprintf("epoch %d", pt.Epoch)}
+		for i, c := range d.PScore {
+			h.X = append(h.X, (float64(i)+0.5)/float64(len(d.PScore)))
+			h.Y = append(h.Y, float64(c)/float64(max(total, 1)))
+		}
+		hists = append(hists, h)
+	}
+	if len(share.X) == 0 {
+		return nil, nil
+	}
+	if len(hists) > 8 { // the first, the last and evenly spaced epochs between
+		var keep []Series
+		for i := range 8 {
+			keep = append(keep, hists[i*(len(hists)-1)/7])
+		}
+		hists = keep
+	}
+	a, err := makePanel(Panel{Title: "Part-level samples per epoch (share of the epoch's samples)", XLabel: "epoch", YLabel: "share", Series: []Series{share}})
+	if err != nil {
+		return nil, err
+	}
+	a.X.Tick.Marker = epochTicks{}
+	a.X.Min, a.X.Max = float64(pts[0].Epoch)-0.5, float64(pts[len(pts)-1].Epoch)+0.5
+	b, err := makePanel(Panel{Title: "Best reliability p of the clustered samples (α compares with it)", XLabel: "p (bin centre)", YLabel: "share of clustered samples", Series: hists})
+	if err != nil {
+		return nil, err
+	}
+	return [][]*plot.Plot{{a}, {b}}, nil
 }
 
 // panel makes one panel: a line-and-marker series per key of the maps field picks, over x in

@@ -37,9 +37,15 @@ func (m *Model) DebugStep(b Batch, o Options) (*Dump, error) {
 	}}
 	err = torch.Try(func() {
 		for name, t := range map[string]*torch.Tensor{"L_ce_ego": r.LCeEgo, "L_ce_exo": r.LCeExo, "L_pix": r.LPix, "L_proto": r.LProto, "loss": r.Loss} {
-			d.Arrays[name] = t.Detach().Reshape()
+			if t != nil { // nil: a term of weight 0 (Options.Weights)
+				d.Arrays[name] = t.Detach().Reshape()
+			}
 		}
 		for k, v := range d.Arrays {
+			if v == nil { // part discovery did not run (prototypical loss off)
+				delete(d.Arrays, k)
+				continue
+			}
 			d.Arrays[k] = v.Detach()
 		}
 		opt.ZeroGrad()

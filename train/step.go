@@ -59,20 +59,23 @@ type Options struct {
 	Gen        *torch.Generator  // draws the K-means initialisations not injected
 	Tau        float64           // contrastive temperature; 0 means losses.Tau
 	Gamma2     float64           // pixel-loss anchor threshold γ2; 0 means Gamma2 (0.6)
+	Weights    *LossWeights      // the losses' weights; nil means 1 each (released)
 }
 
 // Result holds what one forward computed, with the names of the parity dump (docs/PARITY.md).
-// Every tensor lives in the caller's scope.
+// Every tensor lives in the caller's scope. A loss of weight 0 is nil, and so are the discovery
+// results (Reliable, PScore, WEgo, WExo, NumCandidates) when the prototypical loss is off.
 type Result struct {
 	SEgo, SExo, DEgo, DExo, SamHard *torch.Tensor
 	Reliable, PScore, WEgo, WExo    *torch.Tensor
 	LogitsEgo, LogitsExo            *torch.Tensor
 	LCeEgo, LCeExo, LPix, LProto    *torch.Tensor
-	Loss                            *torch.Tensor // the sum of the four losses (carries the graph)
+	Loss                            *torch.Tensor // the weighted sum of the losses (carries the graph)
 
 	EmptyPixelSamples int   // samples whose pixel loss had no anchor with a positive (METHOD §9.2)
 	EmptyProtoRows    int   // prototypical anchors without a positive
 	NumCandidates     []int // part-discovery candidates per sample
+	EmptyClusters     []int // empty K-means clusters per sample, with Discovery.CountEmpty (analysis)
 }
 
 // prompts returns the affordance and exocentric prompts of the labels.
@@ -197,6 +200,14 @@ func (m *Model) rest(b Batch, f *Features, o Options) *Result {
 	if tau == 0 {
 		tau = losses.Tau
 	}
+	wt := AllLosses
+	if o.Weights != nil {
+		wt = *o.Weights
+	}
+	if err := wt.Check(); err != nil {
+		torch.Fail("train", "%v", err)
+	}
+	r := &Result{}
 	bsz, e, h, w := b.Label.Size(0), f.E, f.H, f.W
 	tAff, fEgo, fExo, dEgo, dExo := f.TAff, f.FEgo, f.FExo, f.DEgo, f.DExo
 
@@ -205,7 +216,12 @@ func (m *Model) rest(b Batch, f *Features, o Options) *Result {
 
 	// 4–5. Head and classification losses.
 	out := m.Head.Forward(dEgo.Key, dExo.Key, b.Label, e, h, w, true)
-	ceEgo, ceExo := losses.Classification(out.LogitsEgo, out.LogitsExo, b.Label)
+	if wt.CEEgo != 0 {
+		r.LCeEgo = losses.ClassificationEgo(out.LogitsEgo, b.Label)
+	}
+	if wt.CEExo != 0 {
+		r.LCeExo = losses.ClassificationExo(out.LogitsExo, b.Label)
+	}
 
 	// 6. Gating from epoch 1 on: negative CAM values are zeroed in place (gradients still flow
 	// through the kept values) and the exo map is calibrated by the CAM.
@@ -217,41 +233,63 @@ func (m *Model) rest(b Batch, f *Features, o Options) *Result {
 		mExo = aff.SExo.ClampMin(0).Mul(gExo)
 	}
 
-	// 7. Selective part discovery.
+	// 7. Selective part discovery; 8. masks and backgrounds (both only for the prototypical loss).
 	dEgoMap, dExoMap := channelsFirst(dEgo.Key, h, w), channelsFirst(dExo.Key, h, w)
-	disc := must(discovery.Discover(discovery.Inputs{
-		DEgo: dEgoMap, DExo: dExoMap, SEgo: aff.SEgo, SExo: aff.SExo, MExo: mExo, SamHard: dEgo.SamHard, E: e,
-	}, o.Discovery, o.KMeansInit, o.Gen))
+	var disc *discovery.Result
+	var bgEgo, bgExo *torch.Tensor
+	if wt.Proto != 0 {
+		disc = must(discovery.Discover(discovery.Inputs{
+			DEgo: dEgoMap, DExo: dExoMap, SEgo: aff.SEgo, SExo: aff.SExo, MExo: mExo, SamHard: dEgo.SamHard, E: e,
+		}, o.Discovery, o.KMeansInit, o.Gen))
+		r.Reliable, r.PScore, r.WEgo, r.WExo = disc.Reliable, disc.PScore, disc.WEgo, disc.WExo
+		r.NumCandidates, r.EmptyClusters = disc.NumCandidates, disc.EmptyClusters
 
-	// 8. Masks and backgrounds.
-	kEgo, kExo := disc.WEgo, disc.WExo
-	if o.Epoch >= 1 {
-		kEgo, kExo = disc.WEgo.Mul(gEgo), disc.WExo.Mul(gExo)
+		kEgo, kExo := disc.WEgo, disc.WExo
+		if o.Epoch >= 1 {
+			kEgo, kExo = disc.WEgo.Mul(gEgo), disc.WExo.Mul(gExo)
+		}
+		bgEgo, bgExo = kEgo.RSubScalar(1), kExo.RSubScalar(1)
 	}
-	bgEgo, bgExo := kEgo.RSubScalar(1), kExo.RSubScalar(1)
 
 	// 9. Pixel contrastive loss on the anchors of the binarised CLIP ego map.
-	gamma2 := o.Gamma2
-	if gamma2 == 0 {
-		gamma2 = Gamma2
+	if wt.Pixel != 0 {
+		gamma2 := o.Gamma2
+		if gamma2 == 0 {
+			gamma2 = Gamma2
+		}
+		bin := minMaxNoEps(aff.SEgo).GtScalar(gamma2).ToDType(torch.Float32)
+		r.LPix, r.EmptyPixelSamples = losses.PixelContrast(out.Q, bin, tAff, fEgo, fExo, e, tau)
 	}
-	bin := minMaxNoEps(aff.SEgo).GtScalar(gamma2).ToDType(torch.Float32)
-	lPix, emptyPix := losses.PixelContrast(out.Q, bin, tAff, fEgo, fExo, e, tau)
 
 	// 10. Prototypical contrastive loss; reliable samples weight the anchor by the CLIP map.
-	reliable := disc.Reliable.Reshape(bsz, 1, 1).GtScalar(0.5)
-	objEgo := torch.Where(reliable, aff.SEgo, torch.Ones(aff.SEgo.Shape(), aff.SEgo.Device()))
-	lProto, emptyProto := losses.ProtoContrast(out.REgo, out.RExo, disc.WEgo, disc.WExo, bgEgo, bgExo, b.Label, e, objEgo, tau)
-
-	// 11. Total.
-	loss := ceEgo.Add(ceExo).Add(lPix).Add(lProto)
-	return &Result{
-		SEgo: aff.SEgo, SExo: aff.SExo, DEgo: dEgoMap, DExo: dExoMap, SamHard: dEgo.SamHard,
-		Reliable: disc.Reliable, PScore: disc.PScore, WEgo: disc.WEgo, WExo: disc.WExo,
-		LogitsEgo: out.LogitsEgo, LogitsExo: out.LogitsExo,
-		LCeEgo: ceEgo, LCeExo: ceExo, LPix: lPix, LProto: lProto, Loss: loss,
-		EmptyPixelSamples: emptyPix, EmptyProtoRows: emptyProto, NumCandidates: disc.NumCandidates,
+	if wt.Proto != 0 {
+		reliable := disc.Reliable.Reshape(bsz, 1, 1).GtScalar(0.5)
+		objEgo := torch.Where(reliable, aff.SEgo, torch.Ones(aff.SEgo.Shape(), aff.SEgo.Device()))
+		r.LProto, r.EmptyProtoRows = losses.ProtoContrast(out.REgo, out.RExo, disc.WEgo, disc.WExo, bgEgo, bgExo, b.Label, e, objEgo, tau)
 	}
+
+	// 11. Total: the weighted sum of the terms computed, in the released order (a weight of 1
+	// adds the term itself).
+	for _, t := range []struct {
+		loss   *torch.Tensor
+		weight float64
+	}{{r.LCeEgo, wt.CEEgo}, {r.LCeExo, wt.CEExo}, {r.LPix, wt.Pixel}, {r.LProto, wt.Proto}} {
+		if t.loss == nil {
+			continue
+		}
+		term := t.loss
+		if t.weight != 1 {
+			term = term.MulScalar(t.weight)
+		}
+		if r.Loss == nil {
+			r.Loss = term
+		} else {
+			r.Loss = r.Loss.Add(term)
+		}
+	}
+	r.SEgo, r.SExo, r.DEgo, r.DExo, r.SamHard = aff.SEgo, aff.SExo, dEgoMap, dExoMap, dEgo.SamHard
+	r.LogitsEgo, r.LogitsExo = out.LogitsEgo, out.LogitsExo
+	return r
 }
 
 // Maps are the three inference maps of METHOD §6, each (B, h, w).

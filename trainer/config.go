@@ -15,12 +15,20 @@ import (
 
 	"github.com/affgd/affgd/data"
 	"github.com/affgd/affgd/torch"
+	"github.com/affgd/affgd/train"
 )
 
 // Exo-map indexing modes of part discovery (METHOD.md §9.1).
 const (
 	ExoMapsReleased = "released"  // the released code's row indexing (default)
 	ExoMapsPerImage = "per-image" // each exocentric image's own map
+)
+
+// Prototype selection modes (config key prototypes, discovery.Options.Prototypes).
+const (
+	PrototypesSelective = "selective" // part level when reliable, else object level (released)
+	PrototypesObject    = "object"    // every sample object level
+	PrototypesPart      = "part"      // part level whenever there are kmeans_k candidates (α ignored)
 )
 
 // Config is a training run. The defaults (DefaultConfig) are the released code's and the paper's;
@@ -64,6 +72,11 @@ type Config struct {
 	ExoMaps     string  `yaml:"exo_maps"`
 	CacheText   bool    `yaml:"cache_text"` // each prompt's text features computed once (train.Model.CacheText)
 
+	// Ablations (the paper's ablation table, configs/ablation/).
+	KMeansK     int               `yaml:"kmeans_k"`     // K-means clusters K, also the fewest candidates for part level
+	Prototypes  string            `yaml:"prototypes"`   // selective, object or part
+	LossWeights train.LossWeights `yaml:"loss_weights"` // a weight of 0 skips that loss
+
 	// Run length and reporting.
 	MaxSteps  int `yaml:"max_steps_per_epoch"` // 0 = whole epochs
 	TestLimit int `yaml:"test_limit"`          // 0 = the whole test set each epoch
@@ -77,6 +90,7 @@ func DefaultConfig() Config {
 		LR: 0.001, Momentum: 0.9, WeightDecay: 5e-4, LRStep: 50, LRGamma: 0.1,
 		ResizeSize: 256, CropSize: 224,
 		Temperature: 0.5, Gamma1: 0.6, Gamma2: 0.6, Alpha: 0.6, ExoMaps: ExoMapsReleased, CacheText: true,
+		KMeansK: 3, Prototypes: PrototypesSelective, LossWeights: train.AllLosses,
 	}
 }
 
@@ -106,7 +120,11 @@ func ParseConfig(raw []byte) (Config, error) {
 			parts := make([]string, len(te.Errors))
 			for i, e := range te.Errors {
 				if j := strings.Index(e, " not found in type "); j >= 0 {
-					e = strings.Replace(e[:j], "field ", "unknown key ", 1)
+					if strings.HasSuffix(e, "train.LossWeights") {
+						e = strings.Replace(e[:j], "field ", "unknown key loss_weights.", 1) + " (valid: " + strings.Join(LossWeightKeys(), ", ") + ")"
+					} else {
+						e = strings.Replace(e[:j], "field ", "unknown key ", 1)
+					}
 				}
 				parts[i] = e
 			}
@@ -181,12 +199,17 @@ func (c Config) Validate() error {
 		{!(c.Gamma2 > 0 && c.Gamma2 < 1), "gamma2", "in (0, 1)"},
 		{!(c.Alpha >= 0 && c.Alpha <= 1), "alpha", "in [0, 1]"},
 		{c.ExoMaps != ExoMapsReleased && c.ExoMaps != ExoMapsPerImage, "exo_maps", `"released" or "per-image"`},
+		{c.KMeansK < 1, "kmeans_k", "≥ 1 (K-means clusters; the released code uses 3)"},
+		{c.Prototypes != PrototypesSelective && c.Prototypes != PrototypesObject && c.Prototypes != PrototypesPart, "prototypes", `"selective", "object" or "part"`},
 		{c.MaxSteps < 0, "max_steps_per_epoch", "≥ 0 (0 = whole epochs)"},
 		{c.TestLimit < 0, "test_limit", "≥ 0 (0 = the whole test set)"},
 	} {
 		if k.bad {
 			return fmt.Errorf("config: %s: want %s", k.key, k.want)
 		}
+	}
+	if err := c.LossWeights.Check(); err != nil {
+		return fmt.Errorf("config: %w", err)
 	}
 	if _, err := data.ParseDivide(c.Divide); err != nil {
 		return fmt.Errorf("config: divide: %w", err)

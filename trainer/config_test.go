@@ -84,6 +84,8 @@ func TestConfigDocsAndExamples(t *testing.T) {
 		}
 	}
 	files, _ := filepath.Glob(filepath.Join(testref.RepoRoot(), "configs", "*.yaml"))
+	ablation, _ := filepath.Glob(filepath.Join(testref.RepoRoot(), "configs", "ablation", "*.yaml"))
+	files = append(files, ablation...)
 	if len(files) == 0 {
 		t.Fatal("no configs/*.yaml")
 	}

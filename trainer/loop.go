@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -65,6 +66,8 @@ type EpochLog struct {
 	ObjectLevel       int                `json:"object_level_samples"` // samples that fell back to object level
 	EmptyPixelSamples int                `json:"empty_pixel_samples"`  // METHOD §9.2, counted not trained on
 	EmptyProtoRows    int                `json:"empty_proto_rows"`
+	PartShare         *float64           `json:"part_level_share,omitempty"` // part/(part+object); absent without part discovery
+	PScoreHist        *PScoreHist        `json:"pscore_hist,omitempty"`      // the samples' best reliability p
 	Eval              *report.Summary    `json:"eval,omitempty"`
 	Best              bool               `json:"best"` // this epoch's ree KLD is the lowest so far
 	Seconds           float64            `json:"seconds"`
@@ -100,6 +103,49 @@ type epochSums struct {
 	ObjectLevel int                `json:"object_level"`
 	EmptyPixel  int                `json:"empty_pixel"`
 	EmptyProto  int                `json:"empty_proto"`
+	PScore      []int              `json:"pscore_hist,omitempty"` // PScoreBins counts
+	Unclustered int                `json:"unclustered"`
+}
+
+// PScoreBins is the number of equal bins of [0, 1] in the logged p-score histogram.
+const PScoreBins = 10
+
+// PScoreHist is one epoch's histogram of every clustered sample's best reliability p (the maximum
+// over its clusters, which part discovery compares with α; METHOD §4.7e): Counts[i] samples had p
+// in [Edges[i], Edges[i+1]) (the last bin includes 1). Unclustered samples (fewer than kmeans_k
+// candidates, or prototypes: object) have no p and are counted apart.
+type PScoreHist struct {
+	Edges       []float64 `json:"edges"`
+	Counts      []int     `json:"counts"`
+	Unclustered int       `json:"unclustered"`
+}
+
+// addPScores adds each sample's best p of scores (B, K), NaN rows for unclustered samples, to
+// the epoch's histogram.
+func (s *epochSums) addPScores(scores *torch.Tensor) {
+	if s.PScore == nil {
+		s.PScore = make([]int, PScoreBins)
+	}
+	best, _ := scores.MaxDim(1, false)
+	for _, p := range best.To(torch.CPU).Float32s() {
+		if math.IsNaN(float64(p)) {
+			s.Unclustered++
+			continue
+		}
+		s.PScore[min(max(int(float64(p)*PScoreBins), 0), PScoreBins-1)]++
+	}
+}
+
+// pscoreHist is the epoch's histogram, nil before any sample went through part discovery.
+func (s epochSums) pscoreHist() *PScoreHist {
+	if s.PScore == nil {
+		return nil
+	}
+	h := &PScoreHist{Counts: slices.Clone(s.PScore), Unclustered: s.Unclustered}
+	for i := range PScoreBins + 1 {
+		h.Edges = append(h.Edges, float64(i)/PScoreBins)
+	}
+	return h
 }
 
 // Run trains as cfg says, writing checkpoints, the state, the log and the plot into cfg.OutDir.
@@ -165,8 +211,7 @@ func Run(ctx context.Context, cfg Config, resume bool, ui UI) error {
 	} else if err := writeFileAtomic(filepath.Join(cfg.OutDir, ConfigFile), cfg.YAML()); err != nil {
 		return err
 	}
-	disc := discovery.DefaultOptions()
-	disc.Gamma1, disc.Alpha, disc.PerImageExo = cfg.Gamma1, cfg.Alpha, cfg.ExoMaps == ExoMapsPerImage
+	disc := cfg.DiscoveryOptions()
 
 	r := &runner{cfg: cfg, m: m, opt: opt, sched: sched, dev: dev, disc: disc, ui: ui, statePath: statePath, trainSet: trainSet, testSet: testSet}
 	for ; p.Epoch < cfg.Epochs; p.Epoch++ {
@@ -272,7 +317,12 @@ func (r *runner) epoch(ctx context.Context, p *progress) error {
 	r.sched.Step()
 
 	l := EpochLog{Epoch: p.Epoch + 1, LR: lrs, Steps: p.Sums.Steps, Losses: map[string]float64{},
-		PartLevel: p.Sums.PartLevel, ObjectLevel: p.Sums.ObjectLevel, EmptyPixelSamples: p.Sums.EmptyPixel, EmptyProtoRows: p.Sums.EmptyProto}
+		PartLevel: p.Sums.PartLevel, ObjectLevel: p.Sums.ObjectLevel, EmptyPixelSamples: p.Sums.EmptyPixel, EmptyProtoRows: p.Sums.EmptyProto,
+		PScoreHist: p.Sums.pscoreHist()}
+	if n := p.Sums.PartLevel + p.Sums.ObjectLevel; n > 0 {
+		share := float64(p.Sums.PartLevel) / float64(n)
+		l.PartShare = &share
+	}
 	for k, v := range p.Sums.Losses {
 		l.Losses[k] = v / float64(max(p.Sums.Steps, 1))
 	}
@@ -328,22 +378,24 @@ func (r *runner) step(b *data.Batch, p *progress, steps int) (StepStats, error) 
 			torch.Fail("train", "%v", err)
 		}
 		batch := train.Batch{Exo: b.Exo.To(r.dev), Ego: b.Ego.To(r.dev), Label: b.Label.To(r.dev)}
-		res, err := r.m.Forward(batch, train.Options{Epoch: p.Epoch, Discovery: r.disc, Gen: gen, Tau: r.cfg.Temperature, Gamma2: r.cfg.Gamma2})
+		res, err := r.m.Forward(batch, train.Options{Epoch: p.Epoch, Discovery: r.disc, Gen: gen, Tau: r.cfg.Temperature, Gamma2: r.cfg.Gamma2, Weights: &r.cfg.LossWeights})
 		if err != nil {
 			torch.Fail("train", "%v", err)
 		}
 		r.opt.ZeroGrad()
 		loss := res.Loss.Item()
+		terms := map[string]*torch.Tensor{LossCEEgo: res.LCeEgo, LossCEExo: res.LCeExo, LossPix: res.LPix, LossProto: res.LProto}
+		for name, t := range terms {
+			if t != nil { // nil: a term of weight 0, not computed and not logged
+				st.Losses[name] = t.Item()
+			}
+		}
 		if math.IsNaN(loss) || math.IsInf(loss, 0) {
-			torch.Fail("train", "the loss is %v (L_ce_ego %v, L_ce_exo %v, L_pix %v, L_proto %v); the step was not applied",
-				loss, res.LCeEgo.Item(), res.LCeExo.Item(), res.LPix.Item(), res.LProto.Item())
+			torch.Fail("train", "the loss is %v (%s %v, %s %v, %s %v, %s %v; absent: weight 0); the step was not applied",
+				loss, LossCEEgo, st.Losses[LossCEEgo], LossCEExo, st.Losses[LossCEExo], LossPix, st.Losses[LossPix], LossProto, st.Losses[LossProto])
 		}
 		res.Loss.Backward()
 		r.opt.Step()
-
-		for name, t := range map[string]*torch.Tensor{LossCEEgo: res.LCeEgo, LossCEExo: res.LCeExo, LossPix: res.LPix, LossProto: res.LProto} {
-			st.Losses[name] = t.Item()
-		}
 		st.Losses[LossTotal] = loss
 		labels := batch.Label
 		predEgo := res.LogitsEgo.ArgmaxDim(1, false)
@@ -352,9 +404,12 @@ func (r *runner) step(b *data.Batch, p *progress, steps int) (StepStats, error) 
 		s.CorrectEgo += int(predEgo.Eq(labels).Sum().Item())
 		s.CorrectExo += int(predExo.Eq(labels).Sum().Item())
 		s.Samples += int(labels.Size(0))
-		rel := int(res.Reliable.Sum().Item())
-		s.PartLevel += rel
-		s.ObjectLevel += int(labels.Size(0)) - rel
+		if res.Reliable != nil { // part discovery ran (the prototypical loss is on)
+			rel := int(res.Reliable.Sum().Item())
+			s.PartLevel += rel
+			s.ObjectLevel += int(labels.Size(0)) - rel
+			s.addPScores(res.PScore)
+		}
 		s.EmptyPixel += res.EmptyPixelSamples
 		s.EmptyProto += res.EmptyProtoRows
 	})
@@ -391,6 +446,12 @@ func writeLog(dir string, history []EpochLog) error {
 		}
 		buf = append(append(buf, line...), '\n')
 		pt := report.EpochPoint{Epoch: l.Epoch, Losses: l.Losses, KLD: map[string]float64{}}
+		if l.PScoreHist != nil {
+			pt.Discovery = &report.DiscoveryPoint{PartShare: math.NaN(), PScore: l.PScoreHist.Counts}
+			if l.PartShare != nil {
+				pt.Discovery.PartShare = *l.PartShare
+			}
+		}
 		if l.Eval != nil {
 			for name, f := range l.Eval.Overall {
 				pt.KLD[name] = f.KLD

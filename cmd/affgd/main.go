@@ -17,6 +17,8 @@ func main() {
 			infoCommand(),
 			synthCommand(),
 			trainCommand(),
+			sweepCommand(),
+			analyzeCommand(),
 			evalCommand(),
 			predictCommand(),
 			benchCommand(),

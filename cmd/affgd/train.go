@@ -13,7 +13,6 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
-	"gopkg.in/yaml.v3"
 
 	"github.com/affgd/affgd/trainer"
 )
@@ -28,14 +27,9 @@ func trainCommand() *cli.Command {
 		&cli.BoolFlag{Name: "print-config", Usage: "print the effective configuration and exit"},
 	}
 	def := trainer.DefaultConfig()
-	defaults := map[string]string{}
-	var node yaml.Node
-	_ = node.Encode(def)
-	for i := 0; i+1 < len(node.Content); i += 2 {
-		defaults[node.Content[i].Value] = node.Content[i+1].Value
-	}
-	for _, k := range trainer.Keys() {
-		flags = append(flags, &cli.StringFlag{Name: flagName(k), Usage: fmt.Sprintf("config key %s (default %q)", k, defaults[k])})
+	for _, k := range trainer.SettableKeys() { // loss_weights as --loss-weights.pixel etc.
+		v, _ := def.Get(k)
+		flags = append(flags, &cli.StringFlag{Name: flagName(k), Usage: fmt.Sprintf("config key %s (default %q)", k, v)})
 	}
 	return &cli.Command{
 		Name:  "train",
@@ -58,23 +52,13 @@ func configFromFlags(c *cli.Context) (trainer.Config, error) {
 		}
 	}
 	// One flag at a time, so that an error names the flag.
-	for _, k := range trainer.Keys() {
+	for _, k := range trainer.SettableKeys() {
 		if !c.IsSet(flagName(k)) {
 			continue
 		}
 		v := c.String(flagName(k))
-		over := &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{
-			{Kind: yaml.ScalarNode, Value: k}, {Kind: yaml.ScalarNode, Value: v}}}
-		if err := over.Decode(&cfg); err != nil {
-			msg := err.Error()
-			var te *yaml.TypeError
-			if errors.As(err, &te) && len(te.Errors) > 0 {
-				msg = te.Errors[0]
-				if i := strings.Index(msg, ": "); strings.HasPrefix(msg, "line ") && i >= 0 {
-					msg = msg[i+2:] // drop the meaningless "line 0: "
-				}
-			}
-			return cfg, fmt.Errorf("--%s %q: %s", flagName(k), v, strings.TrimPrefix(msg, "yaml: "))
+		if err := cfg.Set(k, v); err != nil {
+			return cfg, fmt.Errorf("--%s %q: %w", flagName(k), v, err)
 		}
 	}
 	return cfg, nil
