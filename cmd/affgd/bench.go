@@ -60,7 +60,7 @@ func benchCommand() *cli.Command {
 				&cli.IntFlag{Name: "size", Value: 224, Usage: "image side in pixels (a multiple of 16)"},
 				&cli.IntFlag{Name: "epoch", Value: 1, Usage: "0-based epoch (gating and the masks' CAM weighting start at 1)"},
 				&cli.IntFlag{Name: "iters", Value: 2, Usage: "timed steps per side, after one warm-up (median reported)"},
-				&cli.StringFlag{Name: "vocab", Usage: "CLIP's bpe_simple_vocab_16e6.txt.gz (default: $AFFGD_BPE_VOCAB, the venv's open_clip copy, then tests/testdata/tokenizer's)"},
+				&cli.StringFlag{Name: "vocab", Usage: "CLIP's bpe_simple_vocab_16e6.txt.gz (default: $AFFGD_BPE_VOCAB, else tests/testdata/tokenizer's)"},
 				&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu only: the reference step runs on the CPU"},
 				&cli.BoolFlag{Name: "cache-text", Usage: "affgd side: each prompt's text features from the per-prompt cache (affgd train's default, config key cache_text)"},
 			},
@@ -271,7 +271,7 @@ func benchStep(c *cli.Context) error {
 	if bsz < 1 || e < 1 || size < 16 || size%16 != 0 {
 		return fmt.Errorf("bench step: want --batch ≥ 1, --exo ≥ 1 and --size a positive multiple of 16")
 	}
-	vocab := c.String("vocab")
+	vocab := c.String("vocab") // the Python side reads the same file
 	if vocab == "" {
 		vocab = tokenizer.DefaultVocabPath()
 	}

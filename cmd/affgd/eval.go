@@ -30,7 +30,7 @@ func weightFlags() []cli.Flag {
 		&cli.StringFlag{Name: "clip", Usage: "CLIP weights (OpenAI TorchScript .pt or open_clip state dict)"},
 		&cli.StringFlag{Name: "head", Usage: "head weights (state dict with the released key names); without it a fresh, untrained head from --seed"},
 		&cli.Uint64Flag{Name: "seed", Usage: "seed of a fresh head"},
-		&cli.StringFlag{Name: "vocab", EnvVars: []string{"AFFGD_BPE_VOCAB"}, Usage: "CLIP's bpe_simple_vocab_16e6.txt.gz (default: the copy shipped with open_clip in the project venv)"},
+		&cli.StringFlag{Name: "vocab", EnvVars: []string{"AFFGD_BPE_VOCAB"}, Usage: "CLIP's bpe_simple_vocab_16e6.txt.gz (default: the copy embedded in affgd)"},
 		&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, cuda or cuda:N"},
 		&cli.IntFlag{Name: "threads", Usage: "libtorch intra-op threads (0 = libtorch's default)"},
 	}
