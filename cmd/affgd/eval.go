@@ -15,6 +15,7 @@ import (
 	"github.com/affgd/affgd/evaluate"
 	"github.com/affgd/affgd/torch"
 	"github.com/affgd/affgd/train"
+	"github.com/affgd/affgd/trainer"
 )
 
 // datasets maps eval's --dataset names to their class lists.
@@ -42,7 +43,9 @@ func loadWeights(c *cli.Context, div data.Divide) (*train.Model, torch.Device, e
 	if err != nil {
 		return nil, dev, err
 	}
-	if n := c.Int("threads"); n > 0 {
+	if n := c.Int("threads"); trainer.CheckRange("threads", float64(n)) != nil {
+		return nil, dev, fmt.Errorf("--threads %d: %w", n, trainer.CheckRange("threads", float64(n)))
+	} else if n > 0 {
 		if err := torch.SetNumThreads(n); err != nil {
 			return nil, dev, err
 		}
@@ -76,6 +79,11 @@ func runEval(c *cli.Context) error {
 	div, ok := datasets[name]
 	if !ok {
 		return fmt.Errorf("--dataset %q: want agd20k-seen, agd20k-unseen or hico-iif", c.String("dataset"))
+	}
+	for _, f := range []struct{ flag, key string }{{"workers", "workers"}, {"limit", "test_limit"}} {
+		if err := trainer.CheckRange(f.key, float64(c.Int(f.flag))); err != nil {
+			return fmt.Errorf("--%s %d: %w", f.flag, c.Int(f.flag), err)
+		}
 	}
 	ts, err := data.OpenTest(c.String("data-root"), div)
 	if err != nil {

@@ -63,18 +63,8 @@ func configFromFlags(c *cli.Context) (trainer.Config, error) {
 			continue
 		}
 		v := c.String(flagName(k))
-		over := &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{
-			{Kind: yaml.ScalarNode, Value: k}, {Kind: yaml.ScalarNode, Value: v}}}
-		if err := over.Decode(&cfg); err != nil {
-			msg := err.Error()
-			var te *yaml.TypeError
-			if errors.As(err, &te) && len(te.Errors) > 0 {
-				msg = te.Errors[0]
-				if i := strings.Index(msg, ": "); strings.HasPrefix(msg, "line ") && i >= 0 {
-					msg = msg[i+2:] // drop the meaningless "line 0: "
-				}
-			}
-			return cfg, fmt.Errorf("--%s %q: %s", flagName(k), v, strings.TrimPrefix(msg, "yaml: "))
+		if err := cfg.Set(k, v); err != nil {
+			return cfg, fmt.Errorf("--%s %q: %w", flagName(k), v, err)
 		}
 	}
 	return cfg, nil
@@ -86,6 +76,9 @@ func runTrain(c *cli.Context) error {
 		return err
 	}
 	if c.Bool("print-config") {
+		if err := cfg.Validate(); err != nil {
+			return err
+		}
 		fmt.Print(string(cfg.YAML()))
 		return nil
 	}
