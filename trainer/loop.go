@@ -189,8 +189,10 @@ func Run(ctx context.Context, cfg Config, resume bool, ui UI) error {
 		}
 		ui.Log(fmt.Sprintf("resuming at epoch %d, step %d", p.Epoch+1, p.NextStep))
 		// The log and the plot of the finished epochs, in case a kill left them behind the state.
-		if err := writeLog(cfg.OutDir, p.History); err != nil {
-			return err
+		if len(p.History) > 0 {
+			if err := writeLog(cfg.OutDir, p.History); err != nil {
+				return err
+			}
 		}
 	} else if err := writeFileAtomic(filepath.Join(cfg.OutDir, ConfigFile), cfg.YAML()); err != nil {
 		return err
