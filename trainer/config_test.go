@@ -199,3 +199,16 @@ func TestRanges(t *testing.T) {
 		t.Errorf("NaN gamma1: %v", err)
 	}
 }
+
+// docs/CONFIG.md's limits table is the ranges table.
+func TestLimitsDocumented(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join(testref.RepoRoot(), "docs", "CONFIG.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key, r := range ranges {
+		if row := "| `" + key + "` | `" + r.interval + "` |"; !strings.Contains(string(doc), row) {
+			t.Errorf("docs/CONFIG.md has no limits row %q", row)
+		}
+	}
+}
