@@ -138,6 +138,9 @@ func benchOps(c *cli.Context) error {
 // the PyTorch side's interpreter and the device (checked to exist).
 func benchSetup(c *cli.Context) (threads int, py string, dev torch.Device, err error) {
 	threads = c.Int("threads")
+	if err = checkFlag(c, "threads", "threads"); err != nil {
+		return
+	}
 	if err = torch.SetNumThreads(threads); err != nil {
 		return
 	}

@@ -144,7 +144,7 @@ func setup(t *testing.T) *cliEnv {
 	c.clip = filepath.Join(syn, "weights", "clip_tiny.pt")
 	c.voc = filepath.Join(syn, "weights", "bpe_simple_vocab_16e6.txt.gz")
 	if _, err := os.Stat(c.voc); err != nil {
-		t.Fatalf("affgd synth found no CLIP vocabulary to copy: set AFFGD_VENV (make test does) or AFFGD_BPE_VOCAB")
+		t.Fatalf("affgd synth wrote no CLIP vocabulary: %v", err)
 	}
 	ts, err := data.OpenTest(c.root, data.Seen)
 	if err != nil {

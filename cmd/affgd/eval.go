@@ -37,15 +37,25 @@ func weightFlags() []cli.Flag {
 	}
 }
 
+// checkFlag checks an integer flag against the limits of the config key it stands for
+// (trainer.CheckRange), so that every command takes what `affgd train` takes.
+func checkFlag(c *cli.Context, flag, key string) error {
+	if err := trainer.CheckRange(key, float64(c.Int(flag))); err != nil {
+		return fmt.Errorf("--%s %d: %w", flag, c.Int(flag), err)
+	}
+	return nil
+}
+
 // loadWeights builds the model named by the weight flags for the classes of div.
 func loadWeights(c *cli.Context, div data.Divide) (*train.Model, torch.Device, error) {
 	dev, err := torch.ParseDevice(c.String("device"))
 	if err != nil {
 		return nil, dev, err
 	}
-	if n := c.Int("threads"); trainer.CheckRange("threads", float64(n)) != nil {
-		return nil, dev, fmt.Errorf("--threads %d: %w", n, trainer.CheckRange("threads", float64(n)))
-	} else if n > 0 {
+	if err := checkFlag(c, "threads", "threads"); err != nil {
+		return nil, dev, err
+	}
+	if n := c.Int("threads"); n > 0 {
 		if err := torch.SetNumThreads(n); err != nil {
 			return nil, dev, err
 		}
@@ -81,8 +91,8 @@ func runEval(c *cli.Context) error {
 		return fmt.Errorf("--dataset %q: want agd20k-seen, agd20k-unseen or hico-iif", c.String("dataset"))
 	}
 	for _, f := range []struct{ flag, key string }{{"workers", "workers"}, {"limit", "test_limit"}} {
-		if err := trainer.CheckRange(f.key, float64(c.Int(f.flag))); err != nil {
-			return fmt.Errorf("--%s %d: %w", f.flag, c.Int(f.flag), err)
+		if err := checkFlag(c, f.flag, f.key); err != nil {
+			return err
 		}
 	}
 	ts, err := data.OpenTest(c.String("data-root"), div)
