@@ -192,10 +192,13 @@ func checkValue(key string, v *yaml.Node) error {
 		}
 	case reflect.Float64:
 		var f float64
-		if tag != "!!int" && tag != "!!float" || v.Decode(&f) != nil {
+		if _, err := strconv.ParseFloat(v.Value, 64); errors.Is(err, strconv.ErrRange) {
+			return fmt.Errorf("want a finite number, got %s", v.Value) // 1e400: YAML reads a string
+		}
+		if tag != "!!int" && tag != "!!float" {
 			return fmt.Errorf("want a number, got %s", v.Value)
 		}
-		if math.IsInf(f, 0) || math.IsNaN(f) {
+		if v.Decode(&f) != nil || math.IsInf(f, 0) || math.IsNaN(f) {
 			return fmt.Errorf("want a finite number, got %s", v.Value)
 		}
 	case reflect.Bool:
@@ -277,8 +280,8 @@ const (
 	MaxStepPixels = 1 << 27
 )
 
-// CheckRange checks v against key's line in ranges and returns the error without the key
-// (e.g. "want an integer in [0, 256] (0 = libtorch's default)"), for commands that take the same
+// CheckRange checks v against key's line in ranges and returns the error without the key or the
+// value (e.g. "want an integer in [0, 256] (0 = libtorch's default)"), for commands that take the same
 // setting as a flag (eval and predict's --threads and --workers, predict's --size as crop_size).
 func CheckRange(key string, v float64) error {
 	r, ok := ranges[key]
@@ -311,7 +314,7 @@ func CheckRange(key string, v float64) error {
 	if r.note != "" {
 		want += " (" + r.note + ")"
 	}
-	return fmt.Errorf("%v is out of range: want %s", v, want)
+	return fmt.Errorf("want %s", want)
 }
 
 type interval struct {
@@ -360,7 +363,7 @@ func (c Config) Validate() error {
 			continue
 		}
 		if err := CheckRange(key, x); err != nil {
-			return fmt.Errorf("config: %s: %w", key, err)
+			return fmt.Errorf("config: %s: %s is out of range: %w", key, strconv.FormatFloat(x, 'g', -1, 64), err)
 		}
 	}
 	type check struct {

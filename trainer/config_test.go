@@ -3,8 +3,8 @@ package trainer
 import (
 	"math"
 	"os"
-	"reflect"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -137,6 +137,7 @@ func TestSet(t *testing.T) {
 		{"lr", "1e-3", ""},
 		{"lr", ".inf", "want a finite number"},
 		{"lr", "-.Inf", "want a finite number"},
+		{"lr", "1e400", "want a finite number, got 1e400"},
 		{"lr", "fast", "want a number, got fast"},
 		{"seed", "-1", "uint64"},
 		{"device", "cuda:1", ""},
