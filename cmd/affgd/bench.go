@@ -271,8 +271,13 @@ func benchStep(c *cli.Context) error {
 	}
 	bsz, e, size := int64(c.Int("batch")), int64(c.Int("exo")), int64(c.Int("size"))
 	iters, epoch := max(1, c.Int("iters")), c.Int("epoch")
-	if bsz < 1 || e < 1 || size < 16 || size%16 != 0 {
-		return fmt.Errorf("bench step: want --batch ≥ 1, --exo ≥ 1 and --size a positive multiple of 16")
+	for _, f := range []struct{ flag, key string }{{"batch", "batch_size"}, {"exo", "num_exo"}, {"size", "crop_size"}} {
+		if err := checkFlag(c, f.flag, f.key); err != nil {
+			return fmt.Errorf("bench step: %w", err)
+		}
+	}
+	if size%16 != 0 {
+		return fmt.Errorf("bench step: --size %d: want a multiple of the patch size 16", size)
 	}
 	vocab := c.String("vocab") // the Python side reads the same file
 	if vocab == "" {
