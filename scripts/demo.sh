@@ -15,8 +15,7 @@ $A synth --out demo/synth
 
 echo
 echo "== affgd eval, untrained head (seed 0)"
-$A eval --dataset agd20k-seen --data-root demo/synth/data --dino $W/dino_tiny.pth --clip $W/clip_tiny.pt \
-  --vocab $W/bpe_simple_vocab_16e6.txt.gz | tee demo/eval_untrained.txt
+$A eval --dataset agd20k-seen --data-root demo/synth/data --dino $W/dino_tiny.pth --clip $W/clip_tiny.pt | tee demo/eval_untrained.txt
 
 echo
 echo "== affgd train --config configs/demo.yaml"
@@ -25,14 +24,14 @@ $A train --config configs/demo.yaml
 echo
 echo "== affgd eval, trained (demo/run/last.pth)"
 $A eval --dataset agd20k-seen --data-root demo/synth/data --checkpoint demo/run/last.pth \
-  --vocab $W/bpe_simple_vocab_16e6.txt.gz --per-class | tee demo/eval_trained.txt
+  --per-class | tee demo/eval_trained.txt
 
 echo
 echo "== affgd predict on two test images"
 imgs=$(find demo/synth/data/Seen/testset/egocentric/hold -name '*.jpg' | sort | head -2)
 args=()
 for i in $imgs; do args+=(--image "$i"); done
-$A predict "${args[@]}" --action hold --checkpoint demo/run/last.pth --vocab $W/bpe_simple_vocab_16e6.txt.gz --out demo/predictions
+$A predict "${args[@]}" --action hold --checkpoint demo/run/last.pth --out demo/predictions
 
 cam() { awk '$1 == "cam" { print $3; exit }' "$1"; }
 echo

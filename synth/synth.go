@@ -44,7 +44,8 @@
 // is a CLIP ViT in OpenAI's TorchScript release format (TinyCLIP). Both have random weights drawn
 // from the seed. CLIP's text side needs the full 49408-token vocabulary, so its token embedding
 // makes most of that file (12.6 MB at width 64). The CLIP tokenizer's vocabulary
-// (bpe_simple_vocab_16e6.txt.gz) is copied next to them when tokenizer.DefaultVocabPath finds it.
+// (bpe_simple_vocab_16e6.txt.gz) is written next to them: Options.VocabSource, $AFFGD_BPE_VOCAB, or
+// the copy embedded in affgd.
 //
 // Everything is deterministic: the same Options (seed included) give byte-identical files. Each
 // image has its own random stream keyed by its action, object, kind and index, so changing a count
@@ -102,7 +103,7 @@ type Options struct {
 	// writes are overwritten.
 	Force bool `json:"-"`
 	// VocabSource is the CLIP vocabulary to copy into DIR/weights; "" means
-	// tokenizer.DefaultVocabPath(). When none is found no vocabulary is copied (Result.Vocab is "").
+	// tokenizer.DefaultVocabPath(), and when that is "" too, the copy embedded in affgd.
 	VocabSource string `json:"-"`
 }
 
@@ -172,7 +173,7 @@ type Result struct {
 	DataRoot string // DIR/data: the dataset root to give train/eval (holds Seen/)
 	DINO     string // DIR/weights/dino_tiny.pth
 	CLIP     string // DIR/weights/clip_tiny.pt
-	Vocab    string // DIR/weights/bpe_simple_vocab_16e6.txt.gz, or "" when no vocabulary was found
+	Vocab    string // DIR/weights/bpe_simple_vocab_16e6.txt.gz
 	// Objects lists each action's object folders, in Options.Actions order.
 	Objects map[string][]string
 	// Image counts over the whole dataset.
@@ -293,13 +294,19 @@ func Write(dir string, o Options) (*Result, error) {
 	if src == "" {
 		src = tokenizer.DefaultVocabPath()
 	}
+	rel := filepath.Join("weights", VocabFile)
 	if src != "" {
-		rel := filepath.Join("weights", VocabFile)
-		if err := w.copyFile(rel, src); err != nil {
-			return nil, err
-		}
-		res.Vocab = filepath.Join(dir, rel)
+		err = w.copyFile(rel, src)
+	} else {
+		err = w.file(rel, func(f io.Writer) error {
+			_, err := f.Write(tokenizer.EmbeddedVocab())
+			return err
+		})
 	}
+	if err != nil {
+		return nil, err
+	}
+	res.Vocab = filepath.Join(dir, rel)
 
 	res.Files = slices.Clone(w.files)
 	sort.Strings(res.Files)

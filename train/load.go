@@ -21,7 +21,7 @@ type Files struct {
 	Checkpoint       string
 	DINO, CLIP, Head string
 	Seed             uint64
-	Vocab            string // CLIP's bpe_simple_vocab_16e6.txt.gz; "" = tokenizer.DefaultVocabPath()
+	Vocab            string // CLIP's bpe_simple_vocab_16e6.txt.gz; "" = $AFFGD_BPE_VOCAB, else the embedded copy
 	Divide           data.Divide
 	Device           torch.Device
 }
@@ -45,14 +45,7 @@ func Load(f Files) (*Model, error) {
 	if dinoPath == "" || clipPath == "" {
 		return nil, fmt.Errorf("train: no weights: give a checkpoint, or both a DINO and a CLIP file")
 	}
-	vocab := f.Vocab
-	if vocab == "" {
-		vocab = tokenizer.DefaultVocabPath()
-	}
-	if vocab == "" {
-		return nil, fmt.Errorf("train: no CLIP vocabulary file: pass its path (bpe_simple_vocab_16e6.txt.gz, shipped with open_clip) or set AFFGD_BPE_VOCAB")
-	}
-	tok, err := tokenizer.Load(vocab)
+	tok, _, err := tokenizer.LoadOrEmbedded(f.Vocab)
 	if err != nil {
 		return nil, err
 	}

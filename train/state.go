@@ -319,6 +319,40 @@ func load(path string, m *Model, opt *optim.SGD, sched *optim.StepLR, s *State) 
 	return bad
 }
 
+// ReadStateConfig returns the configuration a file written by [SaveState] was saved with
+// ([State.Config]) without building or loading anything, so that a resume with another run's
+// state can be refused before the model loads.
+func ReadStateConfig(path string) ([]byte, error) {
+	fail := func(err error) ([]byte, error) { return nil, fmt.Errorf("train: state %s: %w", path, err) }
+	entries, err := ptfile.Read(path)
+	if err != nil {
+		return fail(fmt.Errorf("not a training state file: %w", err))
+	}
+	file := map[string]*ptfile.Tensor{}
+	for _, e := range entries {
+		file[e.Name] = e.Tensor
+	}
+	js, err := readBytes(file, keyMeta)
+	if err != nil {
+		return fail(fmt.Errorf("not a training state file: %w", err))
+	}
+	var meta struct {
+		Format  string `json:"format"`
+		Version int    `json:"version"`
+	}
+	if err := json.Unmarshal(js, &meta); err != nil || meta.Format != stateFormat {
+		return fail(fmt.Errorf("entry %q is not an affgd training state header (%v)", keyMeta, err))
+	}
+	if meta.Version != stateVersion {
+		return fail(fmt.Errorf("state format version %d; this affgd reads version %d", meta.Version, stateVersion))
+	}
+	cfg, err := readBytes(file, keyConfig)
+	if err != nil {
+		return fail(err)
+	}
+	return cfg, nil
+}
+
 // CheckConfig returns an error unless config is the configuration the state was saved with,
 // byte for byte, naming the first line that differs.
 func (s State) CheckConfig(config []byte) error {

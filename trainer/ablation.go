@@ -1,7 +1,6 @@
 package trainer
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -28,35 +27,6 @@ func SettableKeys() []string {
 		ks = append(ks, k)
 	}
 	return ks
-}
-
-// Set sets one key (a SettableKeys name) from its text as a YAML scalar, e.g. Set("alpha", "0.5")
-// or Set("loss_weights.pixel", "0"). An unknown key lists the valid ones; a value of the wrong
-// type names the key. Ranges are checked by Validate.
-func (c *Config) Set(key, value string) error {
-	if !slices.Contains(SettableKeys(), key) {
-		return fmt.Errorf("unknown key %q (valid keys: %s)", key, strings.Join(SettableKeys(), ", "))
-	}
-	scalar := &yaml.Node{Kind: yaml.ScalarNode, Value: value}
-	node := scalar
-	path := strings.Split(key, ".")
-	for i := len(path) - 1; i >= 0; i-- {
-		node = &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{{Kind: yaml.ScalarNode, Value: path[i]}, node}}
-	}
-	next := *c
-	if err := node.Decode(&next); err != nil {
-		msg := err.Error()
-		var te *yaml.TypeError
-		if errors.As(err, &te) && len(te.Errors) > 0 {
-			msg = te.Errors[0]
-			if i := strings.Index(msg, ": "); strings.HasPrefix(msg, "line ") && i >= 0 {
-				msg = msg[i+2:]
-			}
-		}
-		return fmt.Errorf("%s: %s", key, strings.TrimPrefix(msg, "yaml: "))
-	}
-	*c = next
-	return nil
 }
 
 // Get returns one key's value as Set accepts it (the YAML scalar of the effective config).

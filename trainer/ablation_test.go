@@ -26,7 +26,7 @@ func TestAblationKeys(t *testing.T) {
 		name, yaml string
 		wantErr    []string // "" = valid; else every string must be in the message
 	}{
-		{"kmeans_k 0", valid + "kmeans_k: 0\n", []string{"kmeans_k", "≥ 1"}},
+		{"kmeans_k 0", valid + "kmeans_k: 0\n", []string{"kmeans_k", "in [1, 64]"}},
 		{"kmeans_k 4", valid + "kmeans_k: 4\n", nil},
 		{"negative weight", valid + "loss_weights: {pixel: -0.5}\n", []string{"loss_weights.pixel", "≥ 0"}},
 		{"all weights 0", valid + "loss_weights: {ce_ego: 0, ce_exo: 0, pixel: 0, proto: 0}\n", []string{"loss_weights", "every weight is 0"}},
@@ -72,7 +72,7 @@ func TestAblationKeys(t *testing.T) {
 	}
 }
 
-func TestSet(t *testing.T) {
+func TestSetAblationKeys(t *testing.T) {
 	c := DefaultConfig()
 	for _, tc := range []struct{ key, value, wantErr string }{
 		{"alpha", "0.4", ""},
@@ -82,7 +82,8 @@ func TestSet(t *testing.T) {
 		{"alfa", "0.4", "valid keys: data_root"},
 		{"loss_weights.pix", "0", "loss_weights.pixel"},
 		{"loss_weights", "0", "loss_weights.ce_ego"},
-		{"kmeans_k", "two", "kmeans_k"},
+		{"kmeans_k", "two", "want an integer, got two"},
+		{"loss_weights.pixel", ".inf", "want a finite number"},
 	} {
 		err := c.Set(tc.key, tc.value)
 		switch {

@@ -14,15 +14,22 @@ import (
 	"strings"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/affgd/affgd/data"
 	"github.com/affgd/affgd/discovery"
 	"github.com/affgd/affgd/evaluate"
 	"github.com/affgd/affgd/internal/atomicfile"
+	"github.com/affgd/affgd/internal/runlock"
 	"github.com/affgd/affgd/report"
 	"github.com/affgd/affgd/torch"
 	"github.com/affgd/affgd/torch/optim"
 	"github.com/affgd/affgd/train"
 )
+
+// runFiles are the files a run writes in its out_dir (their stale temporaries are removed when a
+// run starts).
+var runFiles = []string{LastFile, BestFile, StateFile, LogFile, PlotFile, ConfigFile}
 
 // Files a run writes in its out_dir.
 const (
@@ -169,6 +176,24 @@ func Run(ctx context.Context, cfg Config, resume bool, ui UI) error {
 	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
 		return fmt.Errorf("out_dir: %w", err)
 	}
+	// One run per folder, for the whole run: the lock goes with the process however it ends.
+	lock, err := runlock.Acquire(cfg.OutDir)
+	if err != nil {
+		var held *runlock.HeldError
+		if errors.As(err, &held) {
+			who := "another process"
+			if held.PID > 0 {
+				who = fmt.Sprintf("pid %d", held.PID)
+			}
+			return fmt.Errorf("out_dir %s is in use by another affgd train (%s): two runs cannot share a folder; wait for it to end, or choose another out_dir", cfg.OutDir, who)
+		}
+		return fmt.Errorf("out_dir %s: %w", cfg.OutDir, err)
+	}
+	defer lock.Release()
+	// Temporaries of our atomic writes that a killed run left behind.
+	if _, err := atomicfile.RemoveStale(cfg.OutDir, runFiles...); err != nil {
+		return fmt.Errorf("out_dir %s: %w", cfg.OutDir, err)
+	}
 	statePath := filepath.Join(cfg.OutDir, StateFile)
 	if err := checkResume(cfg, resume, statePath); err != nil {
 		return err
@@ -208,6 +233,12 @@ func Run(ctx context.Context, cfg Config, resume bool, ui UI) error {
 			return fmt.Errorf("%s: its run position is unreadable: %v", statePath, err)
 		}
 		ui.Log(fmt.Sprintf("resuming at epoch %d, step %d", p.Epoch+1, p.NextStep))
+		// The log and the plot of the finished epochs, in case a kill left them behind the state.
+		if len(p.History) > 0 {
+			if err := writeLog(cfg.OutDir, p.History); err != nil {
+				return err
+			}
+		}
 	} else if err := writeFileAtomic(filepath.Join(cfg.OutDir, ConfigFile), cfg.YAML()); err != nil {
 		return err
 	}
@@ -223,8 +254,12 @@ func Run(ctx context.Context, cfg Config, resume bool, ui UI) error {
 	return nil
 }
 
+// resumeMayChange are the keys a resumed run may change: they only concern the machine, where the
+// run lives, how often it saves, and how long it runs.
+var resumeMayChange = []string{"out_dir", "device", "threads", "workers", "prefetch", "epochs", "test_limit", "state_every_minutes"}
+
 // checkResume refuses to overwrite a run unless resuming, and to resume a run with another
-// configuration (keys that only change the machine or the length of the run may differ).
+// configuration than its config.yaml's or its state.pt's (the keys of resumeMayChange may differ).
 func checkResume(cfg Config, resume bool, statePath string) error {
 	_, err := os.Stat(statePath)
 	exists := err == nil
@@ -236,19 +271,44 @@ func checkResume(cfg Config, resume bool, statePath string) error {
 	case !resume:
 		return nil
 	}
-	saved, err := LoadConfig(filepath.Join(cfg.OutDir, ConfigFile))
+	configPath := filepath.Join(cfg.OutDir, ConfigFile)
+	saved, err := LoadConfig(configPath)
 	if err != nil {
 		return fmt.Errorf("--resume: %w", err)
 	}
-	a, b := saved, cfg
-	for _, c := range []*Config{&a, &b} {
-		c.Device, c.Threads, c.Workers, c.Prefetch, c.Epochs, c.TestLimit = "", 0, 0, 0, 0, 0
+	if d := resumeDiff(saved, cfg); len(d) > 0 {
+		return fmt.Errorf("--resume: the configuration differs from the saved run's %s in %s (only %s may change)",
+			configPath, strings.Join(d, "; "), strings.Join(resumeMayChange, ", "))
 	}
-	if d := a.Diff(b); len(d) > 0 {
-		return fmt.Errorf("--resume: the configuration differs from the saved run's %s in %s (only device, threads, workers, prefetch, epochs and test_limit may change)",
-			filepath.Join(cfg.OutDir, ConfigFile), strings.Join(d, ", "))
+	// The state must be this run's too (not one copied in from another run).
+	raw, err := train.ReadStateConfig(statePath)
+	if err != nil {
+		return fmt.Errorf("--resume: %w", err)
+	}
+	inState, err := ParseConfig(raw)
+	if err != nil {
+		return fmt.Errorf("--resume: %s: its configuration is unreadable: %w", statePath, err)
+	}
+	if d := resumeDiff(inState, cfg); len(d) > 0 {
+		return fmt.Errorf("--resume: %s was saved by a run with another configuration than %s: %s (was it copied from another run?)",
+			statePath, configPath, strings.Join(d, "; "))
 	}
 	return nil
+}
+
+// resumeDiff describes the keys outside resumeMayChange whose values differ: "lr 0.005 there,
+// 0.001 now".
+func resumeDiff(saved, now Config) []string {
+	var a, b map[string]any
+	_ = yaml.Unmarshal(saved.YAML(), &a)
+	_ = yaml.Unmarshal(now.YAML(), &b)
+	var out []string
+	for _, k := range saved.Diff(now) {
+		if !slices.Contains(resumeMayChange, k) {
+			out = append(out, fmt.Sprintf("%s %v there, %v now", k, a[k], b[k]))
+		}
+	}
+	return out
 }
 
 type runner struct {
@@ -292,7 +352,18 @@ func (r *runner) epoch(ctx context.Context, p *progress) error {
 		p.Sums.Losses = map[string]float64{}
 	}
 	r.ui.EpochStart(p.Epoch, cfg.Epochs, steps, p.NextStep)
+	lastSave, first := time.Now(), p.NextStep
 	for ; p.NextStep < steps; p.NextStep++ {
+		// Every state_every_minutes, the state before this step, so that a hard kill loses at most
+		// that much training.
+		if cfg.StateEvery > 0 && p.NextStep > first && time.Since(lastSave).Minutes() >= cfg.StateEvery {
+			at := *p
+			at.Elapsed += time.Since(start).Seconds()
+			if err := r.saveState(&at); err != nil {
+				return err
+			}
+			lastSave = time.Now()
+		}
 		if ctx.Err() != nil {
 			p.Elapsed += time.Since(start).Seconds()
 			if err := r.saveState(p); err != nil {

@@ -5,30 +5,36 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/affgd/affgd/data"
 	"github.com/affgd/affgd/evaluate"
+	"github.com/affgd/affgd/internal/runlock"
 	"github.com/affgd/affgd/internal/testref"
 	"github.com/affgd/affgd/synth"
 	"github.com/affgd/affgd/torch"
+	"github.com/affgd/affgd/torch/ptfile"
 	"github.com/affgd/affgd/train"
 )
 
 // recorder is a UI that keeps what it is told and can cancel the run at a given step.
 type recorder struct {
+	logs   []string
 	steps  []StepStats
+	onStep func(StepStats) // when set, called after each step
 	epochs []EpochLog
 	cancel func()
 	stopAt [2]int   // epoch, step after which to cancel; -1 = never
 	live   *[]int64 // when set, the live tensor count at each epoch's end
 }
 
-func (r *recorder) Log(string)                {}
+func (r *recorder) Log(msg string)            { r.logs = append(r.logs, msg) }
 func (r *recorder) EpochStart(_, _, _, _ int) {}
 func (r *recorder) EvalStart(_, _ int)        {}
 func (r *recorder) EvalProgress(_, _ int)     {}
@@ -40,6 +46,9 @@ func (r *recorder) EpochEnd(l EpochLog) {
 }
 func (r *recorder) Step(s StepStats) {
 	r.steps = append(r.steps, s)
+	if r.onStep != nil {
+		r.onStep(s)
+	}
 	if r.cancel != nil && s.Epoch == r.stopAt[0] && s.Step == r.stopAt[1] {
 		r.cancel()
 	}
@@ -108,9 +117,50 @@ func TestResumeEqualsUninterrupted(t *testing.T) {
 	if err := Run(context.Background(), other, true, &recorder{}); err == nil || !strings.Contains(err.Error(), "configuration differs") {
 		t.Fatalf("resume with another lr: got %v", err)
 	}
-	cut.Workers = 1 // machine settings may change
+	// A state.pt of another run (lr 0.005, seed 7) in this run's folder is refused before
+	// anything runs.
+	forged := t.TempDir()
+	copyDir(t, cut.OutDir, forged)
+	forgeStateConfig(t, filepath.Join(forged, StateFile), func(c *Config) { c.LR, c.Seed = 0.005, 7 })
+	other = cut
+	other.OutDir = forged
+	err = Run(context.Background(), other, true, &recorder{})
+	for _, want := range []string{StateFile, "another configuration", "lr 0.005 there, 0.001 now", "seed 7 there, 0 now"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("resume with another run's state: error %v, want one naming %q", err, want)
+		}
+	}
+	// While another holder has the folder, a run is refused, naming the holder's pid.
+	lock, err := runlock.Acquire(cut.OutDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = Run(context.Background(), cut, true, &recorder{})
+	lock.Release()
+	if err == nil || !strings.Contains(err.Error(), "in use") || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) {
+		t.Fatalf("resume of a locked folder: %v, want an error naming the holder's pid", err)
+	}
+	// Temporaries of writes a kill interrupted are removed on resume.
+	stale := []string{"." + StateFile + ".tmp123456", "." + PlotFile + ".tmp42", "." + LastFile + ".tmp7"}
+	for _, n := range stale {
+		if err := os.WriteFile(filepath.Join(cut.OutDir, n), []byte("partial"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The run moved to another folder (cp -a) resumes there; machine settings may change.
+	moved := filepath.Join(t.TempDir(), "moved")
+	copyDir(t, cut.OutDir, moved)
+	cut.OutDir, cut.Workers = moved, 1
 	if err := Run(context.Background(), cut, true, &recorder{}); err != nil {
 		t.Fatal(err)
+	}
+	for _, n := range stale {
+		if _, err := os.Stat(filepath.Join(moved, n)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("resume left the stale temporary %s (%v)", n, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(moved, runlock.FileName)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the run left its lock file: %v", err)
 	}
 
 	a := readWeights(t, filepath.Join(full.OutDir, LastFile))
@@ -139,6 +189,113 @@ func TestResumeEqualsUninterrupted(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(cut.OutDir, f)); err != nil {
 			t.Errorf("missing %s: %v", f, err)
 		}
+	}
+
+	// A finished run resumed with no more epochs redraws its log and plot (a kill may have left
+	// them behind the state).
+	logBefore, _ := os.ReadFile(filepath.Join(cut.OutDir, LogFile))
+	os.Remove(filepath.Join(cut.OutDir, PlotFile))
+	os.WriteFile(filepath.Join(cut.OutDir, LogFile), nil, 0o644)
+	if err := Run(context.Background(), cut, true, &recorder{}); err != nil {
+		t.Fatal(err)
+	}
+	if logAfter, _ := os.ReadFile(filepath.Join(cut.OutDir, LogFile)); !bytes.Equal(logAfter, logBefore) {
+		t.Errorf("resume did not rewrite the log:\n%s\nwant\n%s", logAfter, logBefore)
+	}
+	if st, err := os.Stat(filepath.Join(cut.OutDir, PlotFile)); err != nil || st.Size() == 0 {
+		t.Errorf("resume did not redraw the plot: %v", err)
+	}
+}
+
+// With state_every_minutes the state is saved within an epoch: a copy of the folder taken after a
+// step (what a kill -9 leaves) resumes from that step and ends as the uninterrupted run.
+func TestStateEveryMinutes(t *testing.T) {
+	s := smallSynth(t)
+	full := smallConfig(t, s)
+	if err := Run(context.Background(), full, false, &recorder{}); err != nil {
+		t.Fatal(err)
+	}
+	run := full
+	run.OutDir = t.TempDir()
+	run.StateEvery = 1e-9 // before every step
+	killed := filepath.Join(t.TempDir(), "killed")
+	rec := &recorder{onStep: func(st StepStats) {
+		if st.Epoch == 1 && st.Step == 1 {
+			copyDir(t, run.OutDir, killed)
+		}
+	}}
+	if err := Run(context.Background(), run, false, rec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(killed); err != nil {
+		t.Fatalf("no copy was taken: %v", err)
+	}
+	run.OutDir = killed
+	rec = &recorder{}
+	if err := Run(context.Background(), run, true, rec); err != nil {
+		t.Fatal(err)
+	}
+	// The state was saved before the step in progress: only that step is redone.
+	if want := "resuming at epoch 2, step 1"; !slices.Contains(rec.logs, want) {
+		t.Errorf("logs %q, want %q", rec.logs, want)
+	}
+	if len(rec.steps) != full.MaxSteps-1 {
+		t.Errorf("the resumed run trained %d steps, want %d", len(rec.steps), full.MaxSteps-1)
+	}
+	a := readWeights(t, filepath.Join(full.OutDir, LastFile))
+	b := readWeights(t, filepath.Join(killed, LastFile))
+	for k, x := range a {
+		if !bytes.Equal(x, b[k]) {
+			t.Errorf("%s differs between the uninterrupted and the killed-and-resumed run", k)
+		}
+	}
+}
+
+// copyDir copies the regular files of src (one level) into dst, keeping their modes.
+func copyDir(t *testing.T, src, dst string) {
+	t.Helper()
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// forgeStateConfig rewrites the configuration stored in a state file.
+func forgeStateConfig(t *testing.T, path string, change func(*Config)) {
+	t.Helper()
+	entries, err := ptfile.Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range entries {
+		if e.Name != "config" {
+			continue
+		}
+		c, err := ParseConfig(e.Tensor.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		change(&c)
+		y := c.YAML()
+		entries[i].Tensor = &ptfile.Tensor{DType: ptfile.Uint8, Shape: []int64{int64(len(y))}, Data: y}
+	}
+	if err := ptfile.Write(path, entries); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -60,7 +60,7 @@ func benchCommand() *cli.Command {
 				&cli.IntFlag{Name: "size", Value: 224, Usage: "image side in pixels (a multiple of 16)"},
 				&cli.IntFlag{Name: "epoch", Value: 1, Usage: "0-based epoch (gating and the masks' CAM weighting start at 1)"},
 				&cli.IntFlag{Name: "iters", Value: 2, Usage: "timed steps per side, after one warm-up (median reported)"},
-				&cli.StringFlag{Name: "vocab", Usage: "CLIP's bpe_simple_vocab_16e6.txt.gz (default: $AFFGD_BPE_VOCAB, the venv's open_clip copy, then tests/testdata/tokenizer's)"},
+				&cli.StringFlag{Name: "vocab", Usage: "CLIP's bpe_simple_vocab_16e6.txt.gz (default: $AFFGD_BPE_VOCAB, else tests/testdata/tokenizer's)"},
 				&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu only: the reference step runs on the CPU"},
 				&cli.BoolFlag{Name: "cache-text", Usage: "affgd side: each prompt's text features from the per-prompt cache (affgd train's default, config key cache_text)"},
 			},
@@ -138,6 +138,9 @@ func benchOps(c *cli.Context) error {
 // the PyTorch side's interpreter and the device (checked to exist).
 func benchSetup(c *cli.Context) (threads int, py string, dev torch.Device, err error) {
 	threads = c.Int("threads")
+	if err = checkFlag(c, "threads", "threads"); err != nil {
+		return
+	}
 	if err = torch.SetNumThreads(threads); err != nil {
 		return
 	}
@@ -268,10 +271,15 @@ func benchStep(c *cli.Context) error {
 	}
 	bsz, e, size := int64(c.Int("batch")), int64(c.Int("exo")), int64(c.Int("size"))
 	iters, epoch := max(1, c.Int("iters")), c.Int("epoch")
-	if bsz < 1 || e < 1 || size < 16 || size%16 != 0 {
-		return fmt.Errorf("bench step: want --batch ≥ 1, --exo ≥ 1 and --size a positive multiple of 16")
+	for _, f := range []struct{ flag, key string }{{"batch", "batch_size"}, {"exo", "num_exo"}, {"size", "crop_size"}} {
+		if err := checkFlag(c, f.flag, f.key); err != nil {
+			return fmt.Errorf("bench step: %w", err)
+		}
 	}
-	vocab := c.String("vocab")
+	if size%16 != 0 {
+		return fmt.Errorf("bench step: --size %d: want a multiple of the patch size 16", size)
+	}
+	vocab := c.String("vocab") // the Python side reads the same file
 	if vocab == "" {
 		vocab = tokenizer.DefaultVocabPath()
 	}

@@ -144,7 +144,7 @@ func setup(t *testing.T) *cliEnv {
 	c.clip = filepath.Join(syn, "weights", "clip_tiny.pt")
 	c.voc = filepath.Join(syn, "weights", "bpe_simple_vocab_16e6.txt.gz")
 	if _, err := os.Stat(c.voc); err != nil {
-		t.Fatalf("affgd synth found no CLIP vocabulary to copy: set AFFGD_VENV (make test does) or AFFGD_BPE_VOCAB")
+		t.Fatalf("affgd synth wrote no CLIP vocabulary: %v", err)
 	}
 	ts, err := data.OpenTest(c.root, data.Seen)
 	if err != nil {
@@ -177,6 +177,11 @@ func TestCLI(t *testing.T) {
 	t.Run("eval", c.testEval)
 	t.Run("predict and debug metrics", c.testPredict)
 	t.Run("errors", c.testErrors)
+	t.Run("runtime needs only libtorch", c.testRuntimeAlone)
+	t.Run("one run per out_dir", c.testLock)
+	t.Run("kill -9 and resume", c.testKill)
+	t.Run("resume with another run's state", c.testResumeOtherState)
+	t.Run("predict same file names", c.testPredictSameNames)
 	t.Logf("TestCLI: %.1fs", time.Since(start).Seconds())
 }
 
@@ -476,8 +481,8 @@ func (c *cliEnv) testPredict(t *testing.T) {
 		}
 	}
 	entries, _ := os.ReadDir(out)
-	if len(entries) != 6*len(imgs) {
-		t.Errorf("predict wrote %d files for %d images, want 3 png + 3 npy each", len(entries), len(imgs))
+	if len(entries) != 6*len(imgs)+1 {
+		t.Errorf("predict wrote %d files for %d images, want 3 png + 3 npy each and index.tsv", len(entries), len(imgs))
 	}
 
 	// debug metrics equals data.Evaluate on the same files.
@@ -590,7 +595,33 @@ func (c *cliEnv) testErrors(t *testing.T) {
 		return append(append(append([]string{}, c.trainFlags...), "--epochs", "1", "--out-dir", filepath.Join(c.dir, "never")), extra...)
 	}
 
+	inf := filepath.Join(c.dir, "inf.yaml")
+	if err := os.WriteFile(inf, []byte("lr: .inf\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	evil := filepath.Join(c.dir, "evil.pth")
+	evilCheckpoint(t, evil)
+	predictArgs := func(extra ...string) []string {
+		return append(append([]string{"predict", "--image", c.testImages[0], "--action", "hold", "--out", filepath.Join(c.dir, "p")}, ckpt...), extra...)
+	}
+
 	cases := []errCase{
+		// Integers are integers, numbers finite, sizes and counts bounded (the limit named).
+		{"fractional epochs", trainArgs("--epochs", "2.9"), []string{"--epochs", "2.9", "want an integer"}, nil},
+		{"exponent batch size", trainArgs("--batch-size", "1e3"), []string{"--batch-size", "1e3", "want an integer"}, nil},
+		{"infinite lr in a config", append(append([]string{"train", "--config", inf}, c.weights()...), "--data-root", c.root),
+			[]string{inf, "lr", "want a finite number, got .inf"}, nil},
+		{"print-config validates", append(trainArgs("--batch-size", "0"), "--print-config"), []string{"batch_size", "[1, 1024]"}, nil},
+		{"huge crop", trainArgs("--crop-size", "99984", "--resize-size", "99984"), []string{"resize_size", "99984", "2048"}, nil},
+		{"huge predict size", predictArgs("--size", "100000"), []string{"--size 100000", "1024"}, nil},
+		{"num_exo over the grid", trainArgs("--num-exo", "50"), []string{"num_exo", "≤ 4", "exo_maps: released"}, nil},
+		{"train threads 10000", trainArgs("--threads", "10000"), []string{"threads", "10000", "[0, 256]"}, nil},
+		{"eval threads -1", evalArgs("--threads", "-1"), []string{"--threads -1", "[0, 256]"}, nil},
+		{"predict threads 10000", predictArgs("--threads", "10000"), []string{"--threads 10000", "[0, 256]"}, nil},
+		{"eval workers", evalArgs("--workers", "100000"), []string{"--workers 100000", "[0, 256]"}, nil},
+		// A pickle with code in it: refused, saying so.
+		{"checkpoint with code", []string{"eval", "--dataset", "agd20k-seen", "--data-root", c.root, "--checkpoint", evil},
+			[]string{evil, "os.system", "a checkpoint never contains", "nothing in it was executed"}, nil},
 		{"predict unknown action", append([]string{"predict", "--image", c.testImages[0], "--action", "holdd", "--out", filepath.Join(c.dir, "p")}, ckpt...),
 			[]string{`"holdd"`, "valid actions", "hold", "cut_with", "type_on"}, nil},
 		{"eval dataset typo", []string{"eval", "--dataset", "agd20k-sen", "--data-root", c.root, "--checkpoint", c.checkpointTrain1},
@@ -644,6 +675,9 @@ func (c *cliEnv) testErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+	if _, err := os.Stat(filepath.Join(c.dir, "pwned")); err == nil {
+		t.Error("the checkpoint's os.system ran")
 	}
 	if _, err := os.Stat(filepath.Join(c.dir, "never")); err == nil {
 		entries, _ := os.ReadDir(filepath.Join(c.dir, "never"))

@@ -23,7 +23,7 @@ func modelFlags() []cli.Flag {
 		&cli.StringFlag{Name: "clip", Usage: "CLIP weights (OpenAI TorchScript .pt or open_clip state dict)"},
 		&cli.StringFlag{Name: "head", Usage: "head weights (state dict with the released key names); default: a fresh head from --seed"},
 		&cli.Uint64Flag{Name: "seed", Value: 0, Usage: "seed of a fresh head and of K-means initialisations not injected"},
-		&cli.StringFlag{Name: "vocab", EnvVars: []string{"AFFGD_BPE_VOCAB"}, Usage: "CLIP's bpe_simple_vocab_16e6.txt.gz (default: the copy shipped with open_clip in the project venv)"},
+		&cli.StringFlag{Name: "vocab", EnvVars: []string{"AFFGD_BPE_VOCAB"}, Usage: "CLIP's bpe_simple_vocab_16e6.txt.gz (default: the copy embedded in affgd)"},
 		&cli.StringFlag{Name: "divide", Value: "seen", Usage: "class list: seen, unseen or hico"},
 		&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, cuda or cuda:N"},
 		&cli.StringFlag{Name: "batch", Required: true, Usage: "torch.save dict: exo (B,E,3,H,W), ego (B,3,H,W), label (B) int64"},

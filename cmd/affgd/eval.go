@@ -15,6 +15,7 @@ import (
 	"github.com/affgd/affgd/evaluate"
 	"github.com/affgd/affgd/torch"
 	"github.com/affgd/affgd/train"
+	"github.com/affgd/affgd/trainer"
 )
 
 // datasets maps eval's --dataset names to their class lists.
@@ -30,16 +31,28 @@ func weightFlags() []cli.Flag {
 		&cli.StringFlag{Name: "clip", Usage: "CLIP weights (OpenAI TorchScript .pt or open_clip state dict)"},
 		&cli.StringFlag{Name: "head", Usage: "head weights (state dict with the released key names); without it a fresh, untrained head from --seed"},
 		&cli.Uint64Flag{Name: "seed", Usage: "seed of a fresh head"},
-		&cli.StringFlag{Name: "vocab", EnvVars: []string{"AFFGD_BPE_VOCAB"}, Usage: "CLIP's bpe_simple_vocab_16e6.txt.gz (default: the copy shipped with open_clip in the project venv)"},
+		&cli.StringFlag{Name: "vocab", EnvVars: []string{"AFFGD_BPE_VOCAB"}, Usage: "CLIP's bpe_simple_vocab_16e6.txt.gz (default: the copy embedded in affgd)"},
 		&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, cuda or cuda:N"},
 		&cli.IntFlag{Name: "threads", Usage: "libtorch intra-op threads (0 = libtorch's default)"},
 	}
+}
+
+// checkFlag checks an integer flag against the limits of the config key it stands for
+// (trainer.CheckRange), so that every command takes what `affgd train` takes.
+func checkFlag(c *cli.Context, flag, key string) error {
+	if err := trainer.CheckRange(key, float64(c.Int(flag))); err != nil {
+		return fmt.Errorf("--%s %d: %w", flag, c.Int(flag), err)
+	}
+	return nil
 }
 
 // loadWeights builds the model named by the weight flags for the classes of div.
 func loadWeights(c *cli.Context, div data.Divide) (*train.Model, torch.Device, error) {
 	dev, err := torch.ParseDevice(c.String("device"))
 	if err != nil {
+		return nil, dev, err
+	}
+	if err := checkFlag(c, "threads", "threads"); err != nil {
 		return nil, dev, err
 	}
 	if n := c.Int("threads"); n > 0 {
@@ -76,6 +89,11 @@ func runEval(c *cli.Context) error {
 	div, ok := datasets[name]
 	if !ok {
 		return fmt.Errorf("--dataset %q: want agd20k-seen, agd20k-unseen or hico-iif", c.String("dataset"))
+	}
+	for _, f := range []struct{ flag, key string }{{"workers", "workers"}, {"limit", "test_limit"}} {
+		if err := checkFlag(c, f.flag, f.key); err != nil {
+			return err
+		}
 	}
 	ts, err := data.OpenTest(c.String("data-root"), div)
 	if err != nil {

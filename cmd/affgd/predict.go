@@ -9,10 +9,12 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/affgd/affgd/data"
+	"github.com/affgd/affgd/internal/atomicfile"
 	"github.com/affgd/affgd/internal/npy"
 	"github.com/affgd/affgd/report"
 	"github.com/affgd/affgd/torch"
 	"github.com/affgd/affgd/train"
+	"github.com/affgd/affgd/trainer"
 )
 
 func predictCommand() *cli.Command {
@@ -21,7 +23,9 @@ func predictCommand() *cli.Command {
 		Usage:     "heatmaps of the part that affords an action, for your own images",
 		ArgsUsage: " ",
 		Description: "For each image writes OUT/<name>_<action>_<map>.png (a jet overlay on the image) and\n" +
-			"OUT/<name>_<action>_<map>.npy (the raw (h, w) map) for the maps cam, ree and rem.",
+			"OUT/<name>_<action>_<map>.npy (the raw (h, w) map) for the maps cam, ree and rem. <name> is the\n" +
+			"image's file name without its extension, with _2, _3, … added when two images share one;\n" +
+			"OUT/index.tsv lists which image each <name>_<action> prefix comes from.",
 		Flags: append(weightFlags(),
 			&cli.StringSliceFlag{Name: "image", Required: true, Usage: "image file (JPEG or PNG); repeat for more"},
 			&cli.StringFlag{Name: "action", Required: true, Usage: "the affordance, e.g. hold or cut_with"},
@@ -44,8 +48,11 @@ func runPredict(c *cli.Context) error {
 		return err
 	}
 	size := c.Int("size")
-	if size < 16 || size%16 != 0 {
-		return fmt.Errorf("--size %d: want a positive multiple of the patch size 16", size)
+	if err := trainer.CheckRange("crop_size", float64(size)); err != nil || size%16 != 0 {
+		return fmt.Errorf("--size %d: want a multiple of the patch size 16 in [16, %d]", size, trainer.MaxCropSize)
+	}
+	if a := c.Float64("alpha"); !(a >= 0 && a <= 1) {
+		return fmt.Errorf("--alpha %v: want a number in [0, 1]", a)
 	}
 	// Read every image first: a bad file fails before the model loads.
 	paths := c.StringSlice("image")
@@ -64,8 +71,9 @@ func runPredict(c *cli.Context) error {
 		return err
 	}
 	action := c.String("action")
+	stems := outputStems(paths)
 	for i, p := range paths {
-		stem := strings.TrimSuffix(filepath.Base(p), filepath.Ext(p))
+		stem := stems[i]
 		err := torch.NoGradScope(func(_ *torch.Scope) {
 			x, err := data.TestTransform(imgs[i], size)
 			if err != nil {
@@ -98,6 +106,65 @@ func runPredict(c *cli.Context) error {
 			return err
 		}
 		fmt.Printf("%s: %s/%s_%s_{cam,ree,rem}.{png,npy}\n", p, out, stem, action)
+	}
+	return writePredictIndex(out, paths, stems, action)
+}
+
+// outputStems names each image's outputs after its file name without the extension, made unique
+// among the images of one command by a suffix _2, _3, … in the order given (a/one.png and
+// b/one.jpg become one and one_2).
+func outputStems(paths []string) []string {
+	used := map[string]bool{}
+	stems := make([]string, len(paths))
+	for i, p := range paths {
+		base := strings.TrimSuffix(filepath.Base(p), filepath.Ext(p))
+		stem := base
+		for n := 2; used[stem]; n++ {
+			stem = fmt.Sprintf("%s_%d", base, n)
+		}
+		used[stem] = true
+		stems[i] = stem
+	}
+	return stems
+}
+
+// predictIndex is OUT/index.tsv: which image each output prefix was made from.
+const predictIndex = "index.tsv"
+
+// writePredictIndex records, in OUT/index.tsv, the image of every output prefix written now; the
+// rows of earlier commands into the same folder are kept unless a prefix was written again.
+func writePredictIndex(out string, paths, stems []string, action string) error {
+	path := filepath.Join(out, predictIndex)
+	header := "prefix\timage\taction"
+	rows := map[string]string{}
+	var order []string
+	if b, err := os.ReadFile(path); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			prefix, _, ok := strings.Cut(l, "\t")
+			if ok && l != header {
+				rows[prefix] = l
+				order = append(order, prefix)
+			}
+		}
+	}
+	for i, p := range paths {
+		prefix := stems[i] + "_" + action
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			abs = p
+		}
+		if _, ok := rows[prefix]; !ok {
+			order = append(order, prefix)
+		}
+		rows[prefix] = prefix + "\t" + abs + "\t" + action
+	}
+	var b strings.Builder
+	b.WriteString(header + "\n")
+	for _, k := range order {
+		b.WriteString(rows[k] + "\n")
+	}
+	if err := atomicfile.WriteBytes(path, []byte(b.String())); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil
 }

@@ -265,7 +265,7 @@ func (c *cliEnv) testSweepErrors(t *testing.T, base string, grid []string, ref s
 	}{
 		{"unknown key", []string{"--config", base, "--set", "alfa=0.4", "--out", out}, []string{"unknown key \"alfa\"", "valid keys: data_root", "kmeans_k", "loss_weights.pixel"}},
 		{"unknown value", []string{"--config", base, "--set", "prototypes=selective,parts", "--out", out}, []string{"prototypes=parts", `"selective", "object" or "part"`}},
-		{"kmeans_k 0", []string{"--config", base, "--set", "kmeans_k=0,2", "--out", out}, []string{"kmeans_k=0", "kmeans_k: want ≥ 1"}},
+		{"kmeans_k 0", []string{"--config", base, "--set", "kmeans_k=0,2", "--out", out}, []string{"kmeans_k=0", "kmeans_k: 0 is out of range: want an integer in [1, 64]"}},
 		{"negative weight", []string{"--config", base, "--set", "loss_weights.pixel=-1", "--out", out}, []string{"loss_weights.pixel = -1", "≥ 0"}},
 		{"not a number", []string{"--config", base, "--set", "alpha=high", "--out", out}, []string{"alpha"}},
 		{"no values", []string{"--config", base, "--set", "alpha", "--out", out}, []string{"KEY=VALUE"}},

@@ -31,7 +31,7 @@ func synthCommand() *cli.Command {
 			&cli.IntFlag{Name: "test", Value: def.Test, Usage: "egocentric test images (each with a GT png) per folder"},
 			&cli.IntFlag{Name: "size", Value: def.Size, Usage: fmt.Sprintf("longest image side in px; each image's is drawn in [2/3·size, size] (%d..%d)", synth.MinSize, synth.MaxSize)},
 			&cli.BoolFlag{Name: "force", Usage: "use a non-empty folder: remove the files an earlier synth listed in its " + synth.ManifestName + ", keep all others, overwrite ours"},
-			&cli.StringFlag{Name: "vocab", Usage: "CLIP vocabulary (bpe_simple_vocab_16e6.txt.gz) to copy into DIR/weights (default: $AFFGD_BPE_VOCAB or open_clip's copy in the project venv)"},
+			&cli.StringFlag{Name: "vocab", Usage: "CLIP vocabulary (bpe_simple_vocab_16e6.txt.gz) to copy into DIR/weights (default: $AFFGD_BPE_VOCAB, else the copy embedded in affgd)"},
 			&cli.StringFlag{Name: "sheet", Usage: "also write a contact-sheet PNG of the images to this path"},
 		},
 		Action: runSynth,
@@ -70,11 +70,7 @@ func runSynth(c *cli.Context) error {
 	}
 	fmt.Printf("  dino     %s  (DINO state dict: %s)\n", res.DINO, describeDINO())
 	fmt.Printf("  clip     %s  (OpenAI TorchScript: %s)\n", res.CLIP, synth.TinyCLIP())
-	if res.Vocab != "" {
-		fmt.Printf("  vocab    %s\n", res.Vocab)
-	} else {
-		fmt.Printf("  vocab    not found: pass --vocab bpe_simple_vocab_16e6.txt.gz (shipped with open_clip) to make the folder self-contained\n")
-	}
+	fmt.Printf("  vocab    %s\n", res.Vocab)
 	if res.Removed > 0 {
 		fmt.Printf("  removed  %d files of the earlier synth in that folder\n", res.Removed)
 	}

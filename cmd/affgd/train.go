@@ -36,7 +36,9 @@ func trainCommand() *cli.Command {
 		Usage: "train the head on AGD20K, HICO-IIF or a synthetic set, evaluating cam/ree/rem every epoch",
 		Description: "Writes into out_dir: last.pth and best.pth (released-format state dicts), state.pt (for --resume),\n" +
 			"metrics.jsonl (one line per epoch), training.png and config.yaml. Ctrl-C stops after the step in\n" +
-			"progress and saves a resumable state; --resume continues to the same result as an uninterrupted run.",
+			"progress and saves a resumable state, which is also saved every state_every_minutes (kill -9 loses at\n" +
+			"most that much); --resume continues to the same result as an uninterrupted run. A run locks out_dir:\n" +
+			"a second run on it fails, naming the first one's pid.",
 		Flags:  flags,
 		Action: runTrain,
 	}
@@ -70,6 +72,9 @@ func runTrain(c *cli.Context) error {
 		return err
 	}
 	if c.Bool("print-config") {
+		if err := cfg.Validate(); err != nil {
+			return err
+		}
 		fmt.Print(string(cfg.YAML()))
 		return nil
 	}

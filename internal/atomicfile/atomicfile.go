@@ -6,10 +6,13 @@ package atomicfile
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // Write creates path with what write produces. The writer it gets is buffered; the file ends up
@@ -65,4 +68,38 @@ func WriteBytes(path string, b []byte) error {
 		_, err := w.Write(b)
 		return err
 	})
+}
+
+// RemoveStale removes the temporary files that Write leaves beside dir/name, for each name, when
+// its process is killed between creating and renaming one (".NAME.tmp…"), and returns their paths.
+// Only call it while no other process can be writing those files (e.g. holding the folder's
+// runlock).
+func RemoveStale(dir string, names ...string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	for _, e := range entries {
+		for _, name := range names {
+			if rest, ok := strings.CutPrefix(e.Name(), "."+name+".tmp"); ok && isDigits(rest) && e.Type().IsRegular() {
+				p := filepath.Join(dir, e.Name())
+				if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return removed, err
+				}
+				removed = append(removed, p)
+			}
+		}
+	}
+	return removed, nil
+}
+
+// isDigits reports whether s is the non-empty run of digits os.CreateTemp puts for its "*".
+func isDigits(s string) bool {
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return s != ""
 }

@@ -79,3 +79,41 @@ func TestWrite(t *testing.T) {
 		t.Fatal("a folder path was accepted")
 	}
 }
+
+// TestRemoveStale: the temporaries a killed writer leaves are removed, nothing else is.
+func TestRemoveStale(t *testing.T) {
+	dir := t.TempDir()
+	// A real temporary, as Write names them, left by a write that failed half way.
+	keep := []string{"state.pt", "other.txt", ".state.pt.tmpX", ".state.pt.tmp", ".notes.tmp123", "state.pt.tmp123"}
+	for _, n := range keep {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var stale []string
+	for _, n := range []string{"state.pt", "last.pth"} {
+		f, err := os.CreateTemp(dir, "."+n+".tmp*")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		stale = append(stale, f.Name())
+	}
+	removed, err := RemoveStale(dir, "state.pt", "last.pth", "best.pth")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(removed) != len(stale) {
+		t.Errorf("removed %v, want %v", removed, stale)
+	}
+	for _, p := range stale {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s not removed", p)
+		}
+	}
+	for _, n := range keep {
+		if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
+			t.Errorf("%s was removed: %v", n, err)
+		}
+	}
+}

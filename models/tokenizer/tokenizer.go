@@ -34,8 +34,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -123,6 +121,12 @@ func Load(vocabPath string) (*Tokenizer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer: reading BPE vocabulary %q: %w", vocabPath, err)
 	}
+	return parse(vocabPath, raw)
+}
+
+// parse builds a tokenizer from the bytes of a vocabulary file (gzip or plain); vocabPath names
+// it in errors.
+func parse(vocabPath string, raw []byte) (*Tokenizer, error) {
 	if len(raw) >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
 		zr, err := gzip.NewReader(bytes.NewReader(raw))
 		if err != nil {
@@ -346,33 +350,9 @@ func ExoPrompt(action string) string {
 	return "a person " + action + " an item"
 }
 
-// DefaultVocabPath locates bpe_simple_vocab_16e6.txt.gz: $AFFGD_BPE_VOCAB if
-// set (returned as is, so Load reports a wrong setting), otherwise the
-// open_clip copy in a Python virtual environment under $AFFGD_VENV (the venv
-// itself or any venv directly inside it). It returns "" if none is found.
+// DefaultVocabPath is the vocabulary file named by $AFFGD_BPE_VOCAB (returned as is, so Load
+// reports a wrong setting), or "" when it is not set: then [LoadOrEmbedded] uses the copy
+// embedded in the binary.
 func DefaultVocabPath() string {
-	if p := os.Getenv("AFFGD_BPE_VOCAB"); p != "" {
-		return p
-	}
-	venv := os.Getenv("AFFGD_VENV")
-	if venv == "" {
-		return ""
-	}
-	var found []string
-	for _, pat := range []string{
-		filepath.Join(venv, "lib*", "python*", "site-packages", "open_clip", VocabFileName),
-		filepath.Join(venv, "Lib", "site-packages", "open_clip", VocabFileName),
-		filepath.Join(venv, "*", "lib*", "python*", "site-packages", "open_clip", VocabFileName),
-		filepath.Join(venv, "*", "Lib", "site-packages", "open_clip", VocabFileName),
-	} {
-		m, _ := filepath.Glob(pat)
-		sort.Strings(m)
-		found = append(found, m...)
-	}
-	for _, p := range found {
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
-			return p
-		}
-	}
-	return ""
+	return os.Getenv("AFFGD_BPE_VOCAB")
 }

@@ -410,37 +410,46 @@ func TestDecodeOutOfRange(t *testing.T) {
 	}
 }
 
-func TestDefaultVocabPath(t *testing.T) {
-	dir := t.TempDir()
+// TestEmbeddedVocab checks that the embedded vocabulary is the file the reference tests read
+// (the open_clip copy in the venv, copied by `make testdata`) and that LoadOrEmbedded picks
+// --vocab, then $AFFGD_BPE_VOCAB, then the embedded copy.
+func TestEmbeddedVocab(t *testing.T) {
+	_, refTok := reference(t)
+	want, err := os.ReadFile(filepath.Join(testdataDir(t), VocabFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(EmbeddedVocab(), want) {
+		t.Fatalf("the embedded vocabulary (%d bytes) is not open_clip's %s (%d bytes)", len(EmbeddedVocab()), VocabFileName, len(want))
+	}
+	emb, err := Embedded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, text := range []string{"a person cut_with an item", "hold", "Hello, World! ünïcödé 123"} {
+		a, errA := emb.Encode(text)
+		b, errB := refTok.Encode(text)
+		if errA != nil || errB != nil || !slices.Equal(a, b) {
+			t.Errorf("Encode(%q): embedded %v (%v), file %v (%v)", text, a, errA, b, errB)
+		}
+	}
+
 	t.Setenv("AFFGD_BPE_VOCAB", "")
-	t.Setenv("AFFGD_VENV", "")
 	if p := DefaultVocabPath(); p != "" {
-		t.Errorf("nothing configured: %q", p)
+		t.Errorf("DefaultVocabPath with nothing set: %q", p)
 	}
-	venv := filepath.Join(dir, "venvs", "v1")
-	want := filepath.Join(venv, "lib", "python3.11", "site-packages", "open_clip", VocabFileName)
-	if err := os.MkdirAll(filepath.Dir(want), 0o755); err != nil {
-		t.Fatal(err)
+	tok, name, err := LoadOrEmbedded("")
+	if err != nil || tok != emb || name != EmbeddedVocabName {
+		t.Errorf("LoadOrEmbedded(\"\") = %p %q %v, want the embedded tokenizer", tok, name, err)
 	}
-	if err := os.WriteFile(want, []byte("x"), 0o644); err != nil {
-		t.Fatal(err)
+	bad := filepath.Join(t.TempDir(), "no_such.txt.gz")
+	t.Setenv("AFFGD_BPE_VOCAB", bad)
+	if _, name, err := LoadOrEmbedded(""); err == nil || name != bad || !strings.Contains(err.Error(), bad) {
+		t.Errorf("AFFGD_BPE_VOCAB=%s: name %q, error %v; want the variable's file, missing", bad, name, err)
 	}
-	t.Setenv("AFFGD_VENV", venv)
-	if p := DefaultVocabPath(); p != want {
-		t.Errorf("venv: %q, want %q", p, want)
-	}
-	t.Setenv("AFFGD_VENV", filepath.Join(dir, "venvs"))
-	if p := DefaultVocabPath(); p != want {
-		t.Errorf("directory of venvs: %q, want %q", p, want)
-	}
-	t.Setenv("AFFGD_VENV", filepath.Join(dir, "empty"))
-	if p := DefaultVocabPath(); p != "" {
-		t.Errorf("empty venv dir: %q", p)
-	}
-	explicit := filepath.Join(dir, "my.txt.gz")
-	t.Setenv("AFFGD_BPE_VOCAB", explicit)
-	if p := DefaultVocabPath(); p != explicit {
-		t.Errorf("AFFGD_BPE_VOCAB: %q, want %q", p, explicit)
+	explicit := filepath.Join(testdataDir(t), VocabFileName)
+	if tok, name, err := LoadOrEmbedded(explicit); err != nil || name != explicit || tok == emb {
+		t.Errorf("LoadOrEmbedded(%s) = %q %v, want that file over the variable", explicit, name, err)
 	}
 }
 

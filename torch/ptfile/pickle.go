@@ -426,6 +426,9 @@ func (u *unpickler) step(op byte) (stop bool, err error) {
 		if name, err = in.readLine(); err != nil {
 			return
 		}
+		if err = codeGlobal(mod, name); err != nil {
+			return
+		}
 		u.push(pyGlobal{mod, name})
 	case 0x93: // STACK_GLOBAL
 		var mod, name any
@@ -439,6 +442,9 @@ func (u *unpickler) step(op byte) (stop bool, err error) {
 		n, ok2 := name.(string)
 		if !ok1 || !ok2 {
 			return false, errors.New("malformed pickle: STACK_GLOBAL needs two strings")
+		}
+		if err = codeGlobal(m, n); err != nil {
+			return
 		}
 		u.push(pyGlobal{m, n})
 	case 'R': // REDUCE

@@ -1,6 +1,7 @@
 package ptfile
 
 import (
+	"errors"
 	"github.com/affgd/affgd/internal/testref"
 
 	"archive/zip"
@@ -482,6 +483,7 @@ var hostile = func() []badInput {
 		{"stack underflow", "stack underflow", torchZip("\x80\x02R.", nil)},
 		{"extension opcode", "unsupported pickle opcode", torchZip("\x80\x02\x82\x01.", nil)},
 		{"huge string length", "truncated file", torchZip("\x80\x02\x8d\xff\xff\xff\xff\xff\xff\xff\x7f.", nil)},
+		{"code in the pickle", "nothing in it was executed", torchZip("\x80\x02cos\nsystem\nX\x02\x00\x00\x00id\x85R.", nil)},
 		{"rebuild of unknown kind", "unsupported call torch._utils._rebuild_sparse_tensor", torchZip("\x80\x02ctorch._utils\n_rebuild_sparse_tensor\n)R.", nil)},
 	}
 }()
@@ -498,9 +500,9 @@ func TestReadHostile(t *testing.T) {
 		})
 	}
 
-	// A call of an unknown global is never executed: it yields an inert
-	// object among the other values.
-	pkl := "\x80\x02}(X\x03\x00\x00\x00cmdcos\nsystem\nX\x04\x00\x00\x00exit\x85RX\x01\x00\x00\x00t" + tensorPickle(5, 0, []byte{5}, []byte{1}) + "u."
+	// A call of an unknown class is never executed: it yields an inert object among the other
+	// values.
+	pkl := "\x80\x02}(X\x03\x00\x00\x00argcargparse\nNamespace\n)RX\x01\x00\x00\x00t" + tensorPickle(5, 0, []byte{5}, []byte{1}) + "u."
 	data := torchZip(pkl, map[string][]byte{"0": one})
 	f := filepath.Join(t.TempDir(), "inert.pt")
 	if err := os.WriteFile(f, data, 0o644); err != nil {
@@ -510,7 +512,49 @@ func TestReadHostile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(tensors) != 1 || tensors[0].Name != "t" || !reflect.DeepEqual(other, map[string]any{"cmd": Object{Class: "os.system"}}) {
+	if len(tensors) != 1 || tensors[0].Name != "t" || !reflect.DeepEqual(other, map[string]any{"arg": Object{Class: "argparse.Namespace"}}) {
 		t.Errorf("got %v, %v", tensors, other)
+	}
+}
+
+// A pickle naming a callable that runs code (what a malicious "checkpoint" holds: a __reduce__
+// to os.system, eval, subprocess) is refused with a *CodeError saying nothing was executed, before
+// anything else of the file is read; a file whose top level is an object is refused too.
+func TestReadCode(t *testing.T) {
+	one := make([]byte, 4*5)
+	tensor := tensorPickle(5, 0, []byte{5}, []byte{1})
+	for _, tc := range []struct{ name, pkl, global string }{
+		{"GLOBAL os.system REDUCE at the top", "\x80\x02cos\nsystem\nX\x02\x00\x00\x00id\x85R.", "os.system"},
+		{"os.system inside a state dict", "\x80\x02}(X\x03\x00\x00\x00cmdcos\nsystem\nX\x04\x00\x00\x00exit\x85RX\x01\x00\x00\x00t" + tensor + "u.", "os.system"},
+		{"STACK_GLOBAL posix.system", "\x80\x04\x8c\x05posix\x8c\x06system\x93\x8c\x02id\x85R.", "posix.system"},
+		{"builtins.eval", "\x80\x02cbuiltins\neval\nX\x04\x00\x00\x001+1\x85R.", "builtins.eval"},
+		{"builtins.getattr chain", "\x80\x02c__builtin__\ngetattr\n.", "__builtin__.getattr"},
+		{"subprocess.Popen NEWOBJ", "\x80\x02csubprocess\nPopen\n)\x81.", "subprocess.Popen"},
+		{"nested module", "\x80\x02cos.path\njoin\n.", "os.path.join"},
+		{"torch.hub.load", "\x80\x02ctorch.hub\nload\n.", "torch.hub.load"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := torchZip(tc.pkl, map[string][]byte{"0": one})
+			_, err := ReadFrom(bytes.NewReader(data), int64(len(data)), "evil.pt")
+			var ce *CodeError
+			if !errors.As(err, &ce) || ce.Global != tc.global {
+				t.Fatalf("error %v, want a CodeError naming %s", err, tc.global)
+			}
+			for _, want := range []string{"evil.pt", tc.global, "a checkpoint never contains", "nothing in it was executed"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not say %q", err, want)
+				}
+			}
+		})
+	}
+	data := torchZip("\x80\x02cargparse\nNamespace\n)R.", nil)
+	if _, err := ReadFrom(bytes.NewReader(data), int64(len(data)), "obj.pt"); err == nil ||
+		!strings.Contains(err.Error(), "pickled argparse.Namespace object, not a dict of tensors") {
+		t.Errorf("top-level object: %v", err)
+	}
+	// Safe builtins stay allowed.
+	data = torchZip("\x80\x02}X\x01\x00\x00\x00scbuiltins\nset\n]\x85Rs.", nil)
+	if _, err := ReadFrom(bytes.NewReader(data), int64(len(data)), "set.pt"); err != nil {
+		t.Errorf("builtins.set: %v", err)
 	}
 }

@@ -535,6 +535,9 @@ func (f *flattener) walk(v any, name string, depth int) error {
 			}
 			return fmt.Errorf("%s is a pickled %s object holding tensors; only (nested) dicts, lists and tuples of tensors are supported (save a state_dict() instead)", what, v.class)
 		}
+		if depth == 0 {
+			return fmt.Errorf("the file holds a pickled %s object, not a dict of tensors as a checkpoint does (nothing in it was executed)", v.class)
+		}
 		f.other[name] = plain(v)
 		return nil
 	default:
