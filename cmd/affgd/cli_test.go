@@ -176,6 +176,7 @@ func TestCLI(t *testing.T) {
 	t.Run("interrupt and resume", c.testInterrupt)
 	t.Run("eval", c.testEval)
 	t.Run("predict and debug metrics", c.testPredict)
+	t.Run("report", c.testReport)
 	t.Run("errors", c.testErrors)
 	t.Logf("TestCLI: %.1fs", time.Since(start).Seconds())
 }

@@ -236,14 +236,22 @@ func (w *Writer) Finish(p Page) error {
 	return nil
 }
 
-// Discard removes the report folder the writer prepared (pictures, marker and all); only a
-// folder that still carries the marker is removed.
+// Discard removes what the writer wrote (the pictures, the page and the marker), and the folder
+// itself when nothing else is left in it; a folder without the marker is left alone.
 func (w *Writer) Discard() error {
 	w.done = true
 	if !IsReport(w.dir) {
 		return nil
 	}
-	return os.RemoveAll(w.dir)
+	for _, name := range []string{IndexFile, ImageDir, MarkerFile} {
+		if err := os.RemoveAll(filepath.Join(w.dir, name)); err != nil {
+			return fmt.Errorf("report %s: %w", w.dir, err)
+		}
+	}
+	if entries, err := os.ReadDir(w.dir); err == nil && len(entries) == 0 {
+		_ = os.Remove(w.dir)
+	}
+	return nil
 }
 
 // Promote moves the report in folder from to folder to, replacing an earlier report there: to
