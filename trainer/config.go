@@ -67,6 +67,9 @@ type Config struct {
 	// Run length and reporting.
 	MaxSteps  int `yaml:"max_steps_per_epoch"` // 0 = whole epochs
 	TestLimit int `yaml:"test_limit"`          // 0 = the whole test set each epoch
+
+	// The HTML report of the best epoch's evaluation, in out_dir/report (docs/CONFIG.md).
+	Report bool `yaml:"report"`
 }
 
 // DefaultConfig returns the released training script's settings.

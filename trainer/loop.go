@@ -127,6 +127,9 @@ func Run(ctx context.Context, cfg Config, resume bool, ui UI) error {
 	if err := checkResume(cfg, resume, statePath); err != nil {
 		return err
 	}
+	if err := checkReportDir(cfg); err != nil {
+		return err
+	}
 
 	trainSet, err := data.OpenTrain(cfg.DataRoot, div)
 	if err != nil {
@@ -198,9 +201,10 @@ func checkResume(cfg Config, resume bool, statePath string) error {
 	a, b := saved, cfg
 	for _, c := range []*Config{&a, &b} {
 		c.Device, c.Threads, c.Workers, c.Prefetch, c.Epochs, c.TestLimit = "", 0, 0, 0, 0, 0
+		c.Report = false
 	}
 	if d := a.Diff(b); len(d) > 0 {
-		return fmt.Errorf("--resume: the configuration differs from the saved run's %s in %s (only device, threads, workers, prefetch, epochs and test_limit may change)",
+		return fmt.Errorf("--resume: the configuration differs from the saved run's %s in %s (only device, threads, workers, prefetch, epochs, test_limit and report may change)",
 			filepath.Join(cfg.OutDir, ConfigFile), strings.Join(d, ", "))
 	}
 	return nil
@@ -285,8 +289,14 @@ func (r *runner) epoch(ctx context.Context, p *progress) error {
 		n = cfg.TestLimit
 	}
 	r.ui.EvalStart(p.Epoch, n)
-	sum, err := evaluate.Run(r.m, r.testSet, evaluate.Options{Size: cfg.CropSize, Limit: cfg.TestLimit, Workers: cfg.Workers, Device: r.dev, Progress: r.ui.EvalProgress})
+	rep, err := r.startReport() // nil unless cfg.Report
 	if err != nil {
+		return err
+	}
+	sum, err := evaluate.Run(r.m, r.testSet, evaluate.Options{Size: cfg.CropSize, Limit: cfg.TestLimit, Workers: cfg.Workers, Device: r.dev, Progress: r.ui.EvalProgress,
+		KeepMaps: rep != nil, PerImage: rep.add})
+	if err != nil {
+		rep.discard()
 		return err
 	}
 	l.Eval = &sum
@@ -304,8 +314,12 @@ func (r *runner) epoch(ctx context.Context, p *progress) error {
 	}
 	if l.Best {
 		if err := train.SaveCheckpoint(filepath.Join(cfg.OutDir, BestFile), r.m); err != nil {
+			rep.discard()
 			return err
 		}
+	}
+	if err := rep.finish(r, l); err != nil {
+		return err
 	}
 	next := *p
 	next.Epoch, next.NextStep, next.Sums, next.Elapsed = p.Epoch+1, 0, epochSums{}, 0

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -174,6 +176,11 @@ func (c *cliEnv) testReport(t *testing.T) {
 	shots := screenshotDir(t)
 
 	pageCheck(t, br, rep)
+	// The commit the page names is the one the binary carries (this test's build has no -X flag:
+	// Go's VCS stamp, or "unknown" without one).
+	if got, want := evalJS[string](t, br, `Array.from(document.querySelectorAll("table.info tr")).filter(r => r.cells[0].textContent == "affgd commit").map(r => r.cells[1].textContent).join()`), vcsCommit(t, c.bin); got != want {
+		t.Errorf("the page names commit %q, the binary carries %q", got, want)
+	}
 	if n := evalJS[int](t, br, `document.querySelectorAll("#classes tr").length`); n != len(sum.Classes) {
 		t.Errorf("the table has %d class rows, want %d (%v)", n, len(sum.Classes), sum.Classes)
 	}
@@ -283,6 +290,40 @@ func (c *cliEnv) testReport(t *testing.T) {
 	}
 	writeShot(t, filepath.Join(shots, "predict.png"), png)
 	t.Logf("browser checks: %.1fs; screenshots in %s", time.Since(start).Seconds(), shots)
+}
+
+// vcsCommit reads the VCS stamp of a Go binary as `go version -m` prints it: the revision, with
+// "-dirty" when modified, or "unknown".
+func vcsCommit(t *testing.T, bin string) string {
+	t.Helper()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	out, err := exec.Command(goBin, "version", "-m", bin).Output()
+	if err != nil {
+		t.Fatalf("go version -m %s: %v", bin, err)
+	}
+	rev, modified := "", false
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 2 && f[0] == "build" {
+			k, v, _ := strings.Cut(f[1], "=")
+			switch k {
+			case "vcs.revision":
+				rev = v
+			case "vcs.modified":
+				modified = v == "true"
+			}
+		}
+	}
+	if rev == "" {
+		return "unknown"
+	}
+	if modified {
+		rev += "-dirty"
+	}
+	return rev
 }
 
 func writeShot(t *testing.T, path string, png []byte) {
