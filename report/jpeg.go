@@ -11,14 +11,23 @@ import (
 
 // WriteJPEG writes rgb, a uint8 (H, W, 3) RGB tensor on any device, to path as a baseline JPEG of
 // the given quality (1..100; 4:2:0 chroma, as Go's encoder writes it). The file is written
-// atomically (a temporary file renamed over path). Thumbnails of reports use it: a JPEG of a
-// photo is several times smaller than its PNG.
+// atomically (a temporary file renamed over path). A JPEG of a photo is several times smaller
+// than its PNG: reports' pictures are JPEGs (EncodeJPEG).
 func WriteJPEG(path string, rgb *torch.Tensor, quality int) error {
-	if err := checkRGB("image", rgb); err != nil {
+	if err := writeAtomic(path, func(w io.Writer) error { return EncodeJPEG(w, rgb, quality) }); err != nil {
 		return fmt.Errorf("report: write jpeg %s: %w", path, err)
 	}
+	return nil
+}
+
+// EncodeJPEG writes rgb, a uint8 (H, W, 3) RGB tensor on any device, to w as a baseline JPEG of
+// the given quality (1..100).
+func EncodeJPEG(w io.Writer, rgb *torch.Tensor, quality int) error {
+	if err := checkRGB("image", rgb); err != nil {
+		return err
+	}
 	if quality < 1 || quality > 100 {
-		return fmt.Errorf("report: write jpeg %s: quality %d, want 1..100", path, quality)
+		return fmt.Errorf("jpeg quality %d, want 1..100", quality)
 	}
 	var im *image.RGBA
 	err := torch.WithScope(func(_ *torch.Scope) {
@@ -28,10 +37,7 @@ func WriteJPEG(path string, rgb *torch.Tensor, quality int) error {
 		im = &image.RGBA{Pix: rgba.Bytes(), Stride: int(4 * W), Rect: image.Rect(0, 0, int(W), int(H))}
 	})
 	if err != nil {
-		return fmt.Errorf("report: write jpeg %s: %w", path, err)
+		return err
 	}
-	if err := writeAtomic(path, func(w io.Writer) error { return jpeg.Encode(w, im, &jpeg.Options{Quality: quality}) }); err != nil {
-		return fmt.Errorf("report: write jpeg %s: %w", path, err)
-	}
-	return nil
+	return jpeg.Encode(w, im, &jpeg.Options{Quality: quality})
 }

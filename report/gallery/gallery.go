@@ -18,6 +18,7 @@ package gallery
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -200,16 +201,21 @@ func (w *Writer) Add(it Item, img data.Image, gt *torch.Tensor, maps map[string]
 		for i, m := range ms {
 			cpu[i] = m.To(torch.CPU)
 		}
+		// The large panels from the image, the small ones from the large (cheaper than twice from
+		// a full-size photo, and the same picture).
 		for _, pic := range []struct {
 			path      string
 			box, qual int
-		}{{e.thumb, ThumbBox, thumbQual}, {e.large, LargeBox, largeQual}} {
+		}{{e.large, LargeBox, largeQual}, {e.thumb, ThumbBox, thumbQual}} {
+			rgb, g = scaled(rgb, g, pic.box)
 			st, err := strip(rgb, g, cpu, pic.box, w.o.Alpha)
 			if err != nil {
 				torch.Fail("gallery", "%v", err)
 			}
-			if err := report.WriteJPEG(filepath.Join(w.dir, filepath.FromSlash(pic.path)), st, pic.qual); err != nil {
-				torch.Fail("gallery", "%v", err)
+			// Atomic but not synced one by one: Finish syncs them all at once before the page.
+			path := filepath.Join(w.dir, filepath.FromSlash(pic.path))
+			if err := atomicfile.WriteUnsynced(path, func(f io.Writer) error { return report.EncodeJPEG(f, st, pic.qual) }); err != nil {
+				torch.Fail("gallery", "writing %s: %v", path, err)
 			}
 		}
 	})
@@ -227,6 +233,9 @@ func (w *Writer) Finish(p Page) error {
 	}
 	html, err := w.render(p)
 	if err != nil {
+		return fmt.Errorf("report %s: %w", w.dir, err)
+	}
+	if err := atomicfile.SyncFS(w.dir); err != nil { // the pictures, before the page that shows them
 		return fmt.Errorf("report %s: %w", w.dir, err)
 	}
 	if err := atomicfile.WriteBytes(filepath.Join(w.dir, IndexFile), html); err != nil {

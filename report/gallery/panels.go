@@ -49,25 +49,22 @@ func resize(x *torch.Tensor, h, w int64) *torch.Tensor {
 	return out.Squeeze(0).Permute(1, 2, 0).Contiguous()
 }
 
-// strip draws the panels of one image at panel side box: the image scaled to fit the box, then
-// an overlay of each heat map (the GT first when given) on the scaled image, each padded to
-// box×box and laid out left to right. rgb is the image as a uint8 (H, W, 3) tensor, gt an (H, W)
-// uint8 mask or nil, maps (h, w) float maps of any range. The overlays are report.Overlay's jet
-// overlays with opacity alpha, as `affgd predict` draws them, computed at the panel's size.
-func strip(rgb, gt *torch.Tensor, maps []*torch.Tensor, box int, alpha float64) (*torch.Tensor, error) {
+// strip lays out the panels of one image at panel side box: img, the image already scaled to fit
+// the box (a uint8 (h, w, 3) tensor), then an overlay of each heat map on it (the GT first when
+// given, as an (h, w) float map at the image's size), each padded to box×box, left to right. maps
+// are (h', w') float maps of any range and size. The overlays are report.Overlay's jet overlays
+// with opacity alpha, as `affgd predict` draws them, computed at the panel's size.
+func strip(img, gt *torch.Tensor, maps []*torch.Tensor, box int, alpha float64) (*torch.Tensor, error) {
 	var out *torch.Tensor
 	err := torch.WithScope(func(s *torch.Scope) {
-		H, W := int(rgb.Size(0)), int(rgb.Size(1))
-		h, w := fitSize(H, W, box)
-		small := resize(rgb.ToDType(torch.Float32), h, w).Round().Clamp_(0, 255).ToDType(torch.Uint8)
-		panels := []*torch.Tensor{small}
+		h, w := img.Size(0), img.Size(1)
+		panels := []*torch.Tensor{img}
 		heats := maps
 		if gt != nil {
-			g := resize(gt.ToDType(torch.Float32), h, w)
-			heats = append([]*torch.Tensor{g}, maps...)
+			heats = append([]*torch.Tensor{gt}, maps...)
 		}
 		for _, m := range heats {
-			ov, err := report.Overlay(small, m, alpha)
+			ov, err := report.Overlay(img, m, alpha)
 			if err != nil {
 				torch.Fail("gallery", "%v", err)
 			}
@@ -83,6 +80,18 @@ func strip(rgb, gt *torch.Tensor, maps []*torch.Tensor, box int, alpha float64) 
 		out = s.Keep(canvas)
 	})
 	return out, err
+}
+
+// scaled returns the image (uint8 (H, W, 3)) and GT ((H, W) grey values, or nil) scaled to fit a
+// box×box square, the image as uint8 and the GT as float32.
+func scaled(rgb, gt *torch.Tensor, box int) (*torch.Tensor, *torch.Tensor) {
+	h, w := fitSize(int(rgb.Size(0)), int(rgb.Size(1)), box)
+	img := resize(rgb.ToDType(torch.Float32), h, w).Round().Clamp_(0, 255).ToDType(torch.Uint8)
+	var g *torch.Tensor
+	if gt != nil {
+		g = resize(gt.ToDType(torch.Float32), h, w)
+	}
+	return img, g
 }
 
 // rgbTensor wraps a decoded image as a uint8 (H, W, 3) CPU tensor.
