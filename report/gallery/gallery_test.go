@@ -130,7 +130,7 @@ func expectedOrder(items []fakeItem, idx []int, m string) []int {
 func TestEvaluationReport(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "rep")
 	classes := []string{"hold", "cut_with"}
-	items := fakeItems(t, 25, classes, [][2]int{{48, 64}, {80, 40}, {33, 33}})
+	items := fakeItems(t, WorstN+2, classes, [][2]int{{48, 64}, {80, 40}, {33, 33}})
 	page := Page{Title: "affgd eval: test", Info: []Field{{"dataset", "synthetic <&>"}}, Config: "limit: 0\n",
 		Classes: []string{"beat", "hold", "cut_with", "type_on"}}
 	writeReport(t, dir, items, Options{GT: true}, page)
