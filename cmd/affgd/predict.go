@@ -62,9 +62,9 @@ func runPredict(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	defer rep.Close() // removes an unfinished report
 	m, dev, err := loadWeights(c, div)
 	if err != nil {
-		_ = rep.Discard()
 		return err
 	}
 	out := c.String("out")

@@ -155,7 +155,6 @@ func finishPredictReport(c *cli.Context, w *gallery.Writer, div data.Divide, dev
 	}
 	info, err := commandFields(c)
 	if err != nil {
-		_ = w.Discard()
 		return fmt.Errorf("--report: %w", err)
 	}
 	info = append(info, gallery.Field{Key: "class list", Value: string(div)}, gallery.Field{Key: "action", Value: c.String("action")})

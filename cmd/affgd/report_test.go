@@ -155,6 +155,21 @@ func (c *cliEnv) testReport(t *testing.T) {
 	if r := c.run(t, append(slices.Clone(evalArgs), "--report", rep, "--report-map", "kld")...); r.code != 1 || !strings.Contains(r.stderr, `"kld"`) {
 		t.Errorf("--report-map kld: exit %d, %q", r.code, tail(r.stderr))
 	}
+	// A run that fails after preparing its report folder leaves none.
+	missing := filepath.Join(c.dir, "no_such.pth")
+	for _, args := range [][]string{
+		{"eval", "--dataset", "agd20k-seen", "--data-root", c.root, "--checkpoint", missing, "--vocab", c.voc, "--report", filepath.Join(c.dir, "report_failed_eval")},
+		{"predict", "--checkpoint", missing, "--vocab", c.voc, "--action", "hold", "--image", c.holdImages[0], "--out", filepath.Join(c.dir, "pred_failed"), "--report", filepath.Join(c.dir, "report_failed_predict")},
+	} {
+		r := c.run(t, args...)
+		dir := args[len(args)-1]
+		if r.code != 1 || !strings.Contains(r.stderr, missing) {
+			t.Errorf("affgd %s with a missing checkpoint: exit %d, %q", args[0], r.code, tail(r.stderr))
+		}
+		if _, err := os.Stat(dir); err == nil {
+			t.Errorf("affgd %s failed but left its report folder %s", args[0], dir)
+		}
+	}
 
 	// One test image (every other class without test images), and a prediction.
 	rep1 := filepath.Join(c.dir, "report_one")

@@ -245,9 +245,21 @@ func (w *Writer) Finish(p Page) error {
 	return nil
 }
 
+// Close discards an unfinished report (see Discard) and does nothing after Finish; callers defer
+// it so that a failed run leaves no half-drawn report. A nil writer is a no-op.
+func (w *Writer) Close() {
+	if w != nil && !w.done {
+		_ = w.Discard()
+	}
+}
+
 // Discard removes what the writer wrote (the pictures, the page and the marker), and the folder
-// itself when nothing else is left in it; a folder without the marker is left alone.
+// itself when nothing else is left in it; a folder without the marker is left alone. A nil writer
+// is a no-op.
 func (w *Writer) Discard() error {
+	if w == nil {
+		return nil
+	}
 	w.done = true
 	if !IsReport(w.dir) {
 		return nil

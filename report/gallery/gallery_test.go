@@ -377,3 +377,30 @@ func TestFileFieldAndRunFields(t *testing.T) {
 		t.Errorf("RunFields: %v", rf)
 	}
 }
+
+// Close removes an unfinished report (a failed run) and keeps a finished one.
+func TestCloseDiscardsUnfinished(t *testing.T) {
+	var nilWriter *Writer
+	nilWriter.Close() // no --report: a no-op
+	if err := nilWriter.Discard(); err != nil {
+		t.Fatal(err)
+	}
+	items := fakeItems(t, 1, []string{"hold"}, [][2]int{{20, 20}})
+	dir := filepath.Join(t.TempDir(), "r")
+	w, err := Create(dir, Options{GT: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Add(items[0].it, items[0].img, items[0].gt, items[0].maps); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	if _, err := os.Stat(dir); err == nil {
+		t.Error("an unfinished report survived Close")
+	}
+	w = writeReport(t, dir, items, Options{GT: true}, Page{Title: "done"})
+	w.Close()
+	if !IsReport(dir) {
+		t.Error("Close removed a finished report")
+	}
+}
