@@ -22,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/affgd/affgd/data"
 	"github.com/affgd/affgd/internal/atomicfile"
@@ -63,12 +64,39 @@ type entry struct {
 	thumb, large string // paths relative to the report folder
 }
 
-// Writer writes one report: Create, Add each image, then Finish (or Discard).
+// Writer writes one report: Create, Add each image, then Finish (or Discard). Its methods are
+// for one goroutine; the pictures are drawn by a goroutine of its own, beside the caller (an
+// evaluation goes on while the previous image is drawn), at most drawAhead images behind.
 type Writer struct {
 	dir     string
 	o       Options
 	entries []entry
 	done    bool
+
+	jobs    chan job // to the drawing goroutine
+	stopped bool     // jobs is closed and the drawing goroutine has ended
+	drawn   sync.WaitGroup
+	mu      sync.Mutex
+	err     error // the first drawing failure
+}
+
+// drawAhead bounds the images waiting to be drawn (their pixels and maps are held meanwhile).
+const drawAhead = 4
+
+// job is one image to draw: CPU copies of its GT and maps, outside every torch scope, freed by
+// the drawing goroutine.
+type job struct {
+	e    entry
+	img  data.Image
+	gt   *torch.Tensor
+	maps []*torch.Tensor
+}
+
+func (j job) free() {
+	j.gt.Free()
+	for _, m := range j.maps {
+		m.Free()
+	}
 }
 
 // Create prepares dir for a report: it creates the folder (and its parents) if missing; an
@@ -104,7 +132,42 @@ func Create(dir string, o Options) (*Writer, error) {
 	if err := prepare(dir); err != nil {
 		return nil, err
 	}
-	return &Writer{dir: dir, o: o}, nil
+	w := &Writer{dir: dir, o: o, jobs: make(chan job, drawAhead)}
+	w.drawn.Add(1)
+	go w.drawLoop()
+	return w, nil
+}
+
+// drawLoop draws the queued images until the queue closes; after a failure it only frees them.
+func (w *Writer) drawLoop() {
+	defer w.drawn.Done()
+	for j := range w.jobs {
+		if w.failure() == nil {
+			if err := w.draw(j); err != nil {
+				w.mu.Lock()
+				w.err = err
+				w.mu.Unlock()
+			}
+		}
+		j.free()
+	}
+}
+
+// failure is the first drawing failure so far, or nil.
+func (w *Writer) failure() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// stop closes the queue and waits for the drawing goroutine; it returns the first failure.
+func (w *Writer) stop() error {
+	if !w.stopped {
+		w.stopped = true
+		close(w.jobs)
+		w.drawn.Wait()
+	}
+	return w.failure()
 }
 
 // IsReport reports whether dir holds the marker of an affgd report.
@@ -156,9 +219,12 @@ func (w *Writer) Dir() string { return w.dir }
 // Len is the number of images added.
 func (w *Writer) Len() int { return len(w.entries) }
 
-// Add draws one image's pictures: img is the decoded image, gt its GT mask as the png's grey
+// Add queues one image for drawing: img is the decoded image, gt its GT mask as the png's grey
 // values ((H, W) uint8, any device; nil exactly when the report has no GT), maps the image's heat
 // maps by name ((h, w) floating point of any range, any device), one for each of Options.Maps.
+// Add copies gt and maps (the caller may free them when it returns) and keeps img's pixels until
+// the image is drawn, on the writer's own goroutine. Bad input is refused at once; a failure to
+// draw or write is returned by a later Add or by Finish.
 func (w *Writer) Add(it Item, img data.Image, gt *torch.Tensor, maps map[string]*torch.Tensor) error {
 	if w.done {
 		return fmt.Errorf("report %s: Add after Finish", w.dir)
@@ -185,30 +251,49 @@ func (w *Writer) Add(it Item, img data.Image, gt *torch.Tensor, maps map[string]
 	e := entry{Item: it, index: len(w.entries)}
 	e.thumb = filepath.ToSlash(filepath.Join(ImageDir, fmt.Sprintf("%05d.jpg", e.index)))
 	e.large = filepath.ToSlash(filepath.Join(ImageDir, fmt.Sprintf("%05d_l.jpg", e.index)))
+	if err := w.failure(); err != nil {
+		return err
+	}
+	if img.W <= 0 || img.H <= 0 || len(img.Pix) != 3*img.W*img.H {
+		return fmt.Errorf("report %s: %s: image of %d×%d with %d bytes, want %d", w.dir, it.Name, img.W, img.H, len(img.Pix), 3*img.W*img.H)
+	}
+	j := job{e: e, img: img}
 	err := torch.NoGradScope(func(_ *torch.Scope) {
-		rgb, err := rgbTensor(img)
+		if gt != nil {
+			if gt.Dim() != 2 || gt.Size(0) != int64(img.H) || gt.Size(1) != int64(img.W) {
+				torch.Fail("gallery", "GT mask of shape %v for an image of %d×%d", gt.Shape(), img.W, img.H)
+			}
+			j.gt = torch.Escape(gt.To(torch.CPU).Clone())
+		}
+		for _, m := range ms {
+			j.maps = append(j.maps, torch.Escape(m.To(torch.CPU).Clone()))
+		}
+	})
+	if err != nil {
+		j.free()
+		return fmt.Errorf("report %s: %s: %w", w.dir, it.Name, err)
+	}
+	w.jobs <- j
+	w.entries = append(w.entries, e)
+	return nil
+}
+
+// draw writes the two strips of one image (on the drawing goroutine).
+func (w *Writer) draw(j job) error {
+	err := torch.NoGradScope(func(_ *torch.Scope) {
+		rgb, err := rgbTensor(j.img)
 		if err != nil {
 			torch.Fail("gallery", "%v", err)
 		}
-		var g *torch.Tensor
-		if gt != nil {
-			if gt.Dim() != 2 || gt.Size(0) != rgb.Size(0) || gt.Size(1) != rgb.Size(1) {
-				torch.Fail("gallery", "GT mask of shape %v for an image of %d×%d", gt.Shape(), img.W, img.H)
-			}
-			g = gt.To(torch.CPU)
-		}
-		cpu := make([]*torch.Tensor, len(ms))
-		for i, m := range ms {
-			cpu[i] = m.To(torch.CPU)
-		}
+		g := j.gt
 		// The large panels from the image, the small ones from the large (cheaper than twice from
 		// a full-size photo, and the same picture).
 		for _, pic := range []struct {
 			path      string
 			box, qual int
-		}{{e.large, LargeBox, largeQual}, {e.thumb, ThumbBox, thumbQual}} {
+		}{{j.e.large, LargeBox, largeQual}, {j.e.thumb, ThumbBox, thumbQual}} {
 			rgb, g = scaled(rgb, g, pic.box)
-			st, err := strip(rgb, g, cpu, pic.box, w.o.Alpha)
+			st, err := strip(rgb, g, j.maps, pic.box, w.o.Alpha)
 			if err != nil {
 				torch.Fail("gallery", "%v", err)
 			}
@@ -220,9 +305,8 @@ func (w *Writer) Add(it Item, img data.Image, gt *torch.Tensor, maps map[string]
 		}
 	})
 	if err != nil {
-		return fmt.Errorf("report %s: %s: %w", w.dir, it.Name, err)
+		return fmt.Errorf("report %s: %s: %w", w.dir, j.e.Name, err)
 	}
-	w.entries = append(w.entries, e)
 	return nil
 }
 
@@ -230,6 +314,9 @@ func (w *Writer) Add(it Item, img data.Image, gt *torch.Tensor, maps map[string]
 func (w *Writer) Finish(p Page) error {
 	if w.done {
 		return fmt.Errorf("report %s: finished already", w.dir)
+	}
+	if err := w.stop(); err != nil { // every picture drawn
+		return err
 	}
 	html, err := w.render(p)
 	if err != nil {
@@ -261,6 +348,7 @@ func (w *Writer) Discard() error {
 		return nil
 	}
 	w.done = true
+	_ = w.stop()
 	if !IsReport(w.dir) {
 		return nil
 	}

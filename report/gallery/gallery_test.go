@@ -404,3 +404,32 @@ func TestCloseDiscardsUnfinished(t *testing.T) {
 		t.Error("Close removed a finished report")
 	}
 }
+
+// A picture that cannot be written fails the report: at a later Add or at Finish, naming it.
+func TestDrawingFailureSurfaces(t *testing.T) {
+	items := fakeItems(t, 3, []string{"hold"}, [][2]int{{20, 20}})
+	dir := filepath.Join(t.TempDir(), "r")
+	w, err := Create(dir, Options{GT: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, ImageDir)); err != nil { // pictures cannot be written
+		t.Fatal(err)
+	}
+	var got error
+	for _, f := range items {
+		if got = w.Add(f.it, f.img, f.gt, f.maps); got != nil {
+			break
+		}
+	}
+	if got == nil {
+		got = w.Finish(Page{Title: "x"})
+	}
+	if got == nil || !strings.Contains(got.Error(), filepath.Join(dir, ImageDir)) {
+		t.Errorf("error %v, want one naming %s", got, filepath.Join(dir, ImageDir))
+	}
+	if _, err := os.Stat(filepath.Join(dir, IndexFile)); err == nil {
+		t.Error("a page was written for a report whose pictures failed")
+	}
+	w.Close()
+}
