@@ -15,6 +15,12 @@ export AFFGD_TESTDATA := $(TESTDATA)
 export AFFGD_PYTHON := $(PYTHON)
 export AFFGD_VENV := $(VENV)
 
+# The affgd commit recorded in bin/affgd (its reports show it): the full hash, "-dirty" with
+# uncommitted changes; empty outside a git checkout, where the binary falls back to Go's VCS stamp
+# and then to "unknown" (internal/buildinfo).
+AFFGD_COMMIT := $(shell git describe --always --dirty --abbrev=40 --match=no-tags 2>/dev/null)
+GO_LDFLAGS := -X github.com/affgd/affgd/internal/buildinfo.commit=$(AFFGD_COMMIT)
+
 SHIM_SRC := $(wildcard torch/csrc/*.cpp torch/csrc/*.h) CMakeLists.txt
 GENERATORS := $(wildcard tests/*/gen_*.py)
 # One stamp per generator: tests/testdata/<suite>/.stamp, remade when its script changes.
@@ -25,6 +31,7 @@ FORCE:
 
 deps:
 	@VENV=$(VENV) LIBTORCH=$(LIBTORCH) scripts/deps.sh
+	@scripts/deps-browser.sh
 
 # The resolved libtorch folder; rewritten only when it changes, so a new venv or LIBTORCH
 # reconfigures and rebuilds the shim (its rpath names that folder).
@@ -44,7 +51,7 @@ shim: $(BUILD)/libaffgd_torch.so
 
 build: deps shim
 	go build ./...
-	@mkdir -p bin && go build -o bin/affgd ./cmd/affgd
+	@mkdir -p bin && go build -ldflags "$(GO_LDFLAGS)" -o bin/affgd ./cmd/affgd
 
 # Reference data made by our own generator scripts in the pinned torch.
 define GEN_RULE
@@ -68,6 +75,11 @@ test: build testdata
 
 bench: build testdata
 	go test -run '^$$' -bench . -benchtime 2s ./...
+
+# The HTML report on a 1,680-image synthetic test set: drawing cost, size, time to open (docs/BENCHMARKS.md).
+.PHONY: bench-report
+bench-report: build
+	scripts/bench-report.sh
 
 demo: build
 	scripts/demo.sh

@@ -26,6 +26,9 @@ type Options struct {
 	Progress func(done, total int) // called after each image; may be nil
 	PerImage func(r ImageResult)   // called with each image's figures; may be nil
 	Device   torch.Device          // where the images go (the model's device)
+	// KeepMaps hands PerImage each image's decoded pixels, GT and maps too (ImageResult.RGB, GT,
+	// Maps), for reports that draw them; Run frees those tensors when PerImage returns.
+	KeepMaps bool
 }
 
 // decoded is one test item's image, decoded ahead of the model.
@@ -35,10 +38,23 @@ type decoded struct {
 	Err  error
 }
 
-// ImageResult is one test image's figures for every map.
+// ImageResult is one test image's figures for every map. With Options.KeepMaps it also holds the
+// image, its GT mask (the png's grey values, (H, W) uint8) and the maps ((h, w) float32), on the
+// CPU and valid only during the PerImage call; without it RGB is empty and GT and Maps are nil.
 type ImageResult struct {
 	Item   data.TestItem
 	Scores map[string]data.Scores
+	RGB    data.Image
+	GT     *torch.Tensor
+	Maps   map[string]*torch.Tensor
+}
+
+// free releases the kept tensors of r.
+func (r ImageResult) free() {
+	r.GT.Free()
+	for _, t := range r.Maps {
+		t.Free()
+	}
 }
 
 // Run evaluates m on ts and returns the summary of every map. Decoding runs in goroutines ahead
@@ -66,9 +82,12 @@ func Run(m *train.Model, ts *data.TestSet, o Options) (report.Summary, error) {
 		if im.Err != nil {
 			return report.Summary{}, im.Err
 		}
-		res, err := scoreOne(m, im, size, o.Device)
+		res, err := scoreOne(m, im, size, o.Device, o.KeepMaps)
 		if err != nil {
 			return report.Summary{}, err
+		}
+		if o.KeepMaps {
+			res.RGB = im.RGB
 		}
 		for _, name := range Maps {
 			if err := acc.Add(im.Item.Action, name, res.Scores[name]); err != nil {
@@ -78,6 +97,7 @@ func Run(m *train.Model, ts *data.TestSet, o Options) (report.Summary, error) {
 		if o.PerImage != nil {
 			o.PerImage(res)
 		}
+		res.free()
 		if o.Progress != nil {
 			o.Progress(i+1, len(items))
 		}
@@ -85,10 +105,11 @@ func Run(m *train.Model, ts *data.TestSet, o Options) (report.Summary, error) {
 	return acc.Summary(), nil
 }
 
-// scoreOne runs one image through the model and scores its three maps against the GT.
-func scoreOne(m *train.Model, im decoded, size int, dev torch.Device) (ImageResult, error) {
+// scoreOne runs one image through the model and scores its three maps against the GT; with keep
+// the GT and the maps are kept on the CPU in the result (the caller frees them).
+func scoreOne(m *train.Model, im decoded, size int, dev torch.Device, keep bool) (ImageResult, error) {
 	res := ImageResult{Item: im.Item, Scores: map[string]data.Scores{}}
-	err := torch.NoGradScope(func(_ *torch.Scope) {
+	err := torch.NoGradScope(func(sc *torch.Scope) {
 		x, err := data.TestTransform(im.RGB, size)
 		if err != nil {
 			torch.Fail("evaluate", "%s: %v", im.Item.Image, err)
@@ -110,7 +131,17 @@ func scoreOne(m *train.Model, im decoded, size int, dev torch.Device) (ImageResu
 			}
 			res.Scores[name] = s
 		}
+		if keep {
+			res.GT = sc.Keep(gt.To(torch.CPU).Clone())
+			res.Maps = map[string]*torch.Tensor{}
+			for name, t := range map[string]*torch.Tensor{"cam": maps.CAM, "ree": maps.REE, "rem": maps.REM} {
+				res.Maps[name] = sc.Keep(t.Select(0, 0).To(torch.CPU).ToDType(torch.Float32).Contiguous().Clone())
+			}
+		}
 	})
+	if err != nil {
+		res.free()
+	}
 	return res, err
 }
 

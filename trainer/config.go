@@ -86,6 +86,9 @@ type Config struct {
 	MaxSteps   int     `yaml:"max_steps_per_epoch"` // 0 = whole epochs
 	TestLimit  int     `yaml:"test_limit"`          // 0 = the whole test set each epoch
 	StateEvery float64 `yaml:"state_every_minutes"` // save the resumable state this often within an epoch; 0 = at epoch ends only
+
+	// The HTML report of the best epoch's evaluation, in out_dir/report (docs/CONFIG.md).
+	Report bool `yaml:"report"`
 }
 
 // DefaultConfig returns the released training script's settings.

@@ -198,6 +198,9 @@ func Run(ctx context.Context, cfg Config, resume bool, ui UI) error {
 	if err := checkResume(cfg, resume, statePath); err != nil {
 		return err
 	}
+	if err := checkReportDir(cfg); err != nil {
+		return err
+	}
 
 	trainSet, err := data.OpenTrain(cfg.DataRoot, div)
 	if err != nil {
@@ -256,7 +259,7 @@ func Run(ctx context.Context, cfg Config, resume bool, ui UI) error {
 
 // resumeMayChange are the keys a resumed run may change: they only concern the machine, where the
 // run lives, how often it saves, and how long it runs.
-var resumeMayChange = []string{"out_dir", "device", "threads", "workers", "prefetch", "epochs", "test_limit", "state_every_minutes"}
+var resumeMayChange = []string{"out_dir", "device", "threads", "workers", "prefetch", "epochs", "test_limit", "state_every_minutes", "report"}
 
 // checkResume refuses to overwrite a run unless resuming, and to resume a run with another
 // configuration than its config.yaml's or its state.pt's (the keys of resumeMayChange may differ).
@@ -406,8 +409,14 @@ func (r *runner) epoch(ctx context.Context, p *progress) error {
 		n = cfg.TestLimit
 	}
 	r.ui.EvalStart(p.Epoch, n)
-	sum, err := evaluate.Run(r.m, r.testSet, evaluate.Options{Size: cfg.CropSize, Limit: cfg.TestLimit, Workers: cfg.Workers, Device: r.dev, Progress: r.ui.EvalProgress})
+	rep, err := r.startReport() // nil unless cfg.Report
 	if err != nil {
+		return err
+	}
+	sum, err := evaluate.Run(r.m, r.testSet, evaluate.Options{Size: cfg.CropSize, Limit: cfg.TestLimit, Workers: cfg.Workers, Device: r.dev, Progress: r.ui.EvalProgress,
+		KeepMaps: rep != nil, PerImage: rep.add})
+	if err != nil {
+		rep.discard()
 		return err
 	}
 	l.Eval = &sum
@@ -425,8 +434,12 @@ func (r *runner) epoch(ctx context.Context, p *progress) error {
 	}
 	if l.Best {
 		if err := train.SaveCheckpoint(filepath.Join(cfg.OutDir, BestFile), r.m); err != nil {
+			rep.discard()
 			return err
 		}
+	}
+	if err := rep.finish(r, l); err != nil {
+		return err
 	}
 	next := *p
 	next.Epoch, next.NextStep, next.Sums, next.Elapsed = p.Epoch+1, 0, epochSums{}, 0

@@ -176,6 +176,7 @@ func TestCLI(t *testing.T) {
 	t.Run("interrupt and resume", c.testInterrupt)
 	t.Run("eval", c.testEval)
 	t.Run("predict and debug metrics", c.testPredict)
+	t.Run("report", c.testReport)
 	t.Run("errors", c.testErrors)
 	t.Run("runtime needs only libtorch", c.testRuntimeAlone)
 	t.Run("one run per out_dir", c.testLock)

@@ -68,7 +68,7 @@ func loadWeights(c *cli.Context, div data.Divide) (*train.Model, torch.Device, e
 }
 
 func evalCommand() *cli.Command {
-	return &cli.Command{
+	cmd := &cli.Command{
 		Name:  "eval",
 		Usage: "KLD/SIM/NSS of the cam, ree and rem maps on a test set (METHOD.md section 7)",
 		Flags: append(weightFlags(),
@@ -82,6 +82,8 @@ func evalCommand() *cli.Command {
 		),
 		Action: runEval,
 	}
+	cmd.Flags = append(cmd.Flags, reportFlags(true)...)
+	return cmd
 }
 
 func runEval(c *cli.Context) error {
@@ -99,6 +101,11 @@ func runEval(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	rep, err := newEvalReport(c, ts) // nil without --report
+	if err != nil {
+		return err
+	}
+	defer rep.close()
 	m, dev, err := loadWeights(c, div)
 	if err != nil {
 		return err
@@ -122,7 +129,9 @@ func runEval(c *cli.Context) error {
 	sum, err := evaluate.Run(m, ts, evaluate.Options{
 		Limit: c.Int("limit"), Workers: c.Int("workers"), Device: dev,
 		Progress: func(done, _ int) { _ = bar.Set(done) },
+		KeepMaps: rep != nil,
 		PerImage: func(r evaluate.ImageResult) {
+			rep.add(r)
 			if perImage != nil {
 				line, _ := json.Marshal(map[string]any{"image": r.Item.Image, "gt": r.Item.GT, "action": r.Item.Action, "scores": r.Scores})
 				fmt.Fprintln(perImage, string(line))
@@ -133,6 +142,9 @@ func runEval(c *cli.Context) error {
 		return err
 	}
 	secs := time.Since(start).Seconds()
+	if err := rep.finish(c, name, ts, dev); err != nil {
+		return err
+	}
 	if c.Bool("json") {
 		out, err := json.MarshalIndent(sum, "", "  ")
 		if err != nil {

@@ -12,13 +12,14 @@ import (
 	"github.com/affgd/affgd/internal/atomicfile"
 	"github.com/affgd/affgd/internal/npy"
 	"github.com/affgd/affgd/report"
+	"github.com/affgd/affgd/report/gallery"
 	"github.com/affgd/affgd/torch"
 	"github.com/affgd/affgd/train"
 	"github.com/affgd/affgd/trainer"
 )
 
 func predictCommand() *cli.Command {
-	return &cli.Command{
+	cmd := &cli.Command{
 		Name:      "predict",
 		Usage:     "heatmaps of the part that affords an action, for your own images",
 		ArgsUsage: " ",
@@ -36,6 +37,8 @@ func predictCommand() *cli.Command {
 		),
 		Action: runPredict,
 	}
+	cmd.Flags = append(cmd.Flags, reportFlags(false)...)
+	return cmd
 }
 
 func runPredict(c *cli.Context) error {
@@ -62,6 +65,11 @@ func runPredict(c *cli.Context) error {
 			return err
 		}
 	}
+	rep, err := newReport(c, false, c.Float64("alpha")) // nil without --report
+	if err != nil {
+		return err
+	}
+	defer rep.Close() // removes an unfinished report
 	m, dev, err := loadWeights(c, div)
 	if err != nil {
 		return err
@@ -82,6 +90,13 @@ func runPredict(c *cli.Context) error {
 			maps, err := m.Infer(train.Batch{Ego: x.Unsqueeze(0).To(dev), Label: torch.FromSliceOn([]int64{label}, dev, 1)})
 			if err != nil {
 				torch.Fail("predict", "%s: %v", p, err)
+			}
+			if rep != nil {
+				err := rep.Add(gallery.Item{Name: p, Class: c.String("action")}, imgs[i], nil,
+					map[string]*torch.Tensor{"cam": maps.CAM.Select(0, 0), "ree": maps.REE.Select(0, 0), "rem": maps.REM.Select(0, 0)})
+				if err != nil {
+					torch.Fail("predict", "--report: %v", err)
+				}
 			}
 			rgb := torch.FromBytes(imgs[i].Pix, torch.Uint8, []int64{int64(imgs[i].H), int64(imgs[i].W), 3}, torch.CPU)
 			for _, mp := range []struct {
@@ -107,7 +122,10 @@ func runPredict(c *cli.Context) error {
 		}
 		fmt.Printf("%s: %s/%s_%s_{cam,ree,rem}.{png,npy}\n", p, out, stem, action)
 	}
-	return writePredictIndex(out, paths, stems, action)
+	if err := writePredictIndex(out, paths, stems, action); err != nil {
+		return err
+	}
+	return finishPredictReport(c, rep, div, dev)
 }
 
 // outputStems names each image's outputs after its file name without the extension, made unique

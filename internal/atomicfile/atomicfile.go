@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Write creates path with what write produces. The writer it gets is buffered; the file ends up
@@ -102,4 +104,57 @@ func isDigits(s string) bool {
 		}
 	}
 	return s != ""
+}
+
+// WriteUnsynced is Write without the syncs: readers still never see a partial file (temporary
+// file, then rename), but after a crash the file may be lost or empty. It is for many small files
+// that can be made again (a report's pictures), written in a burst and made durable together by
+// one SyncFS before the file that refers to them is written with Write.
+func WriteUnsynced(path string, write func(w io.Writer) error) (err error) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	if base == "" {
+		return fmt.Errorf("%q names a folder, not a file", path)
+	}
+	f, err := os.CreateTemp(dir, "."+base+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	bw := bufio.NewWriterSize(f, 1<<16)
+	if err = write(bw); err != nil {
+		return err
+	}
+	if err = bw.Flush(); err != nil {
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err = f.Chmod(0o644); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// SyncFS makes every write to the filesystem that holds dir durable (syncfs(2)): one flush for
+// a burst of WriteUnsynced files.
+func SyncFS(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := unix.Syncfs(int(d.Fd())); err != nil {
+		return fmt.Errorf("syncfs %s: %w", dir, err)
+	}
+	return nil
 }
