@@ -14,6 +14,7 @@ import (
 	"github.com/affgd/affgd/models/clip"
 	"github.com/affgd/affgd/models/dino"
 	"github.com/affgd/affgd/synth"
+	"github.com/affgd/affgd/torch"
 	"github.com/affgd/affgd/train"
 )
 
@@ -30,6 +31,7 @@ func benchEvalCommand() *cli.Command {
 			&cli.StringFlag{Name: "vocab", Usage: "CLIP's bpe_simple_vocab_16e6.txt.gz (default: the copy affgd synth places)"},
 			&cli.IntFlag{Name: "limit", Usage: "the first N test images only (0 = all)"},
 			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu only: the PyTorch side runs on the CPU"},
+			countFlag("image"),
 		},
 		Action: benchEval,
 	}
@@ -95,11 +97,13 @@ func benchEval(c *cli.Context) error {
 	if _, err := evaluate.Run(m, ts, evaluate.Options{Limit: 1, Device: dev}); err != nil {
 		return err
 	}
+	before := torch.ReadCounters()
 	start := time.Now()
 	if _, err := evaluate.Run(m, ts, evaluate.Options{Limit: n, Device: dev}); err != nil {
 		return err
 	}
 	goSecs := time.Since(start).Seconds()
+	counts := torch.ReadCounters().Sub(before)
 
 	pyOut, err := runPython(py, filepath.Join("tests", "bench", "bench_eval.py"), "--base", filepath.Join(root, "Seen"),
 		"--checkpoint", ckpt, "--vocab", vocab, "--threads", fmt.Sprint(threads), "--limit", fmt.Sprint(n))
@@ -114,5 +118,8 @@ func benchEval(c *cli.Context) error {
 	fmt.Printf("  affgd    %7.2f images/s  (%s)\n", goRate, dur(goSecs))
 	fmt.Printf("  PyTorch  %7.2f images/s  (%s)\n", pyRate, dur(pyOut["seconds"]))
 	fmt.Printf("  affgd / PyTorch throughput: %.2f×\n", goRate/pyRate)
+	if c.Bool("count") {
+		printCounts(fmt.Sprintf("per image (affgd side: decode, transform, inference, metrics; %d images)", n), []torch.Counters{counts}, n)
+	}
 	return nil
 }
