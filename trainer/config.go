@@ -15,6 +15,7 @@ import (
 
 	"github.com/affgd/affgd/data"
 	"github.com/affgd/affgd/torch"
+	"github.com/affgd/affgd/train"
 )
 
 // Exo-map indexing modes of part discovery (METHOD.md §9.1).
@@ -67,6 +68,13 @@ type Config struct {
 	// Run length and reporting.
 	MaxSteps  int `yaml:"max_steps_per_epoch"` // 0 = whole epochs
 	TestLimit int `yaml:"test_limit"`          // 0 = the whole test set each epoch
+	// Test images per forward in the per-epoch evaluation; 0 = the device's default
+	// (evaluate.DefaultBatchSize). Every image's figures equal batch 1's (docs/CONFIG.md).
+	EvalBatchSize int `yaml:"eval_batch_size"`
+
+	// Precision: speed options that are not parity, never the default (train.Precision).
+	TF32          bool   `yaml:"tf32"`           // CUDA: TF32 matrix products and convolutions
+	BackboneDType string `yaml:"backbone_dtype"` // float32, bf16 or fp16: the image backbones' dtype
 }
 
 // DefaultConfig returns the released training script's settings.
@@ -77,6 +85,7 @@ func DefaultConfig() Config {
 		LR: 0.001, Momentum: 0.9, WeightDecay: 5e-4, LRStep: 50, LRGamma: 0.1,
 		ResizeSize: 256, CropSize: 224,
 		Temperature: 0.5, Gamma1: 0.6, Gamma2: 0.6, Alpha: 0.6, ExoMaps: ExoMapsReleased, CacheText: true,
+		BackboneDType: "float32",
 	}
 }
 
@@ -183,6 +192,7 @@ func (c Config) Validate() error {
 		{c.ExoMaps != ExoMapsReleased && c.ExoMaps != ExoMapsPerImage, "exo_maps", `"released" or "per-image"`},
 		{c.MaxSteps < 0, "max_steps_per_epoch", "≥ 0 (0 = whole epochs)"},
 		{c.TestLimit < 0, "test_limit", "≥ 0 (0 = the whole test set)"},
+		{c.EvalBatchSize < 0, "eval_batch_size", "≥ 0 (0 = the device's default)"},
 	} {
 		if k.bad {
 			return fmt.Errorf("config: %s: want %s", k.key, k.want)
@@ -193,6 +203,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := torch.ParseDevice(c.Device); err != nil {
 		return fmt.Errorf("config: device: %w", err)
+	}
+	if _, err := train.ParseBackboneDType(c.BackboneDType); err != nil {
+		return fmt.Errorf("config: backbone_dtype: %w", err)
 	}
 	return nil
 }

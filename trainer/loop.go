@@ -142,6 +142,13 @@ func Run(ctx context.Context, cfg Config, resume bool, ui UI) error {
 		return err
 	}
 	m.CacheText = cfg.CacheText
+	notice, err := m.SetPrecision(train.Precision{TF32: cfg.TF32, BackboneDType: cfg.BackboneDType}, dev)
+	if err != nil {
+		return fmt.Errorf("backbone_dtype: %w", err)
+	}
+	if notice != "" {
+		ui.Log(notice)
+	}
 	groups := m.Head.ParamGroups(cfg.LR)
 	for i := range groups {
 		groups[i].Momentum, groups[i].WeightDecay = cfg.Momentum, cfg.WeightDecay
@@ -285,7 +292,7 @@ func (r *runner) epoch(ctx context.Context, p *progress) error {
 		n = cfg.TestLimit
 	}
 	r.ui.EvalStart(p.Epoch, n)
-	sum, err := evaluate.Run(r.m, r.testSet, evaluate.Options{Size: cfg.CropSize, Limit: cfg.TestLimit, Workers: cfg.Workers, Device: r.dev, Progress: r.ui.EvalProgress})
+	sum, err := evaluate.Run(r.m, r.testSet, evaluate.Options{Size: cfg.CropSize, Limit: cfg.TestLimit, Workers: cfg.Workers, Device: r.dev, Progress: r.ui.EvalProgress, BatchSize: cfg.EvalBatchSize})
 	if err != nil {
 		return err
 	}
