@@ -39,7 +39,8 @@ func ParseBackboneDType(s string) (torch.DType, error) {
 // SetPrecision applies p to m, whose weights live on dev: the backbones' compute dtype, and the
 // process-wide TF32 switches of libtorch (set on CUDA to p.TF32 for both cuBLAS and cuDNN, so the
 // default is exact float32 — PyTorch's own default lets cuDNN use TF32). It returns a notice for
-// the user when an option has no effect (tf32 on the CPU), else "".
+// the user, to be prefixed with the option's name, when tf32 is set on the CPU, where it has no
+// effect and is ignored; else "".
 func (m *Model) SetPrecision(p Precision, dev torch.Device) (notice string, err error) {
 	dt, err := ParseBackboneDType(p.BackboneDType)
 	if err != nil {
@@ -53,7 +54,7 @@ func (m *Model) SetPrecision(p Precision, dev torch.Device) (notice string, err 
 	}
 	if dev.IsCPU() {
 		if p.TF32 {
-			notice = "tf32: true has no effect on the CPU (TF32 is a mode of NVIDIA tensor cores); the float32 products stay exact"
+			notice = "true has no effect on the CPU (TF32 is a mode of NVIDIA tensor cores): ignored, the float32 products stay exact"
 		}
 		return notice, nil
 	}

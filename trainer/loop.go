@@ -147,7 +147,7 @@ func Run(ctx context.Context, cfg Config, resume bool, ui UI) error {
 		return fmt.Errorf("backbone_dtype: %w", err)
 	}
 	if notice != "" {
-		ui.Log(notice)
+		ui.Log("tf32: " + notice)
 	}
 	groups := m.Head.ParamGroups(cfg.LR)
 	for i := range groups {
