@@ -64,9 +64,10 @@ func benchCommand() *cli.Command {
 				&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu only: the reference step runs on the CPU"},
 				&cli.BoolFlag{Name: "cache-text", Usage: "affgd side: each prompt's text features from the per-prompt cache (affgd train's default, config key cache_text)"},
 				countFlag("step"),
+				backboneDTypeFlag(),
 			},
 			Action: benchStep,
-		}, benchDataCommand(), benchEvalCommand()},
+		}, benchDataCommand(), benchEvalCommand(), benchPrecisionCommand()},
 	}
 }
 
@@ -302,6 +303,9 @@ func benchStep(c *cli.Context) error {
 		}
 		defer cm.Free()
 		m := &train.Model{DINO: vit, CLIP: cm, Head: head.New(int64(len(classes)), g, dev), Tok: tok, Classes: classes, CacheText: c.Bool("cache-text")}
+		if _, err := m.SetPrecision(train.Precision{BackboneDType: c.String("backbone-dtype")}, dev); err != nil {
+			torch.Fail("bench", "--backbone-dtype: %v", err)
+		}
 		opt, err := optim.NewSGD(m.Head.ParamGroups(train.BaseLR))
 		if err != nil {
 			torch.Fail("bench", "%v", err)
@@ -369,8 +373,8 @@ func benchStep(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("libtorch %s, device %s, %d thread(s), B=%d E=%d at %d×%d, epoch %d, Seen head (%d classes), median of %d\n",
-		torch.Version(), dev, threads, bsz, e, size, size, epoch, len(classes), iters)
+	fmt.Printf("libtorch %s, device %s, %d thread(s), B=%d E=%d at %d×%d, epoch %d, Seen head (%d classes), median of %d, affgd backbones in %s\n",
+		torch.Version(), dev, threads, bsz, e, size, size, epoch, len(classes), iters, c.String("backbone-dtype"))
 	fmt.Printf("%-36s %12s %12s %12s %12s\n", "part", "Go", "PyTorch", "Go/PyTorch", "speed-up")
 	for _, k := range []string{"backbones", "rest", "step"} {
 		name := map[string]string{
@@ -387,6 +391,11 @@ func benchStep(c *cli.Context) error {
 		printCounts("per step (affgd side: backbones, head, discovery, losses, backward, SGD)", counts, 1)
 	}
 	return nil
+}
+
+// backboneDTypeFlag is --backbone-dtype of the bench commands (the affgd side only).
+func backboneDTypeFlag() cli.Flag {
+	return &cli.StringFlag{Name: "backbone-dtype", Value: "float32", Usage: "affgd side: dtype of the image backbones (float32, bf16, fp16; not parity)"}
 }
 
 // countFlag is --count of the bench commands that report the shim's counters.
