@@ -34,6 +34,10 @@ func TestParseConfig(t *testing.T) {
 		{"per-image exo maps", valid + "exo_maps: per-image\n", ""},
 		{"hico", valid + "divide: hico\n", ""},
 		{"momentum 1", valid + "momentum: 1\n", "momentum"},
+		{"backbone dtype int8", valid + "backbone_dtype: int8\n", "backbone_dtype: \"int8\" is not a backbone dtype: want one of float32, bf16, fp16"},
+		{"bf16 backbones", valid + "backbone_dtype: bf16\ntf32: true\n", ""},
+		{"negative eval batch", valid + "eval_batch_size: -2\n", "eval_batch_size"},
+		{"eval batch 32", valid + "eval_batch_size: 32\n", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := ParseConfig([]byte(tc.yaml))

@@ -205,9 +205,10 @@ func checkResume(cfg Config, resume bool, statePath string) error {
 	a, b := saved, cfg
 	for _, c := range []*Config{&a, &b} {
 		c.Device, c.Threads, c.Workers, c.Prefetch, c.Epochs, c.TestLimit = "", 0, 0, 0, 0, 0
+		c.EvalBatchSize = 0 // a machine setting: the figures equal batch 1's within 1e-6
 	}
 	if d := a.Diff(b); len(d) > 0 {
-		return fmt.Errorf("--resume: the configuration differs from the saved run's %s in %s (only device, threads, workers, prefetch, epochs and test_limit may change)",
+		return fmt.Errorf("--resume: the configuration differs from the saved run's %s in %s (only device, threads, workers, prefetch, epochs, test_limit and eval_batch_size may change)",
 			filepath.Join(cfg.OutDir, ConfigFile), strings.Join(d, ", "))
 	}
 	return nil
