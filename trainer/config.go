@@ -89,6 +89,13 @@ type Config struct {
 
 	// The HTML report of the best epoch's evaluation, in out_dir/report (docs/CONFIG.md).
 	Report bool `yaml:"report"`
+	// Test images per forward in the per-epoch evaluation; 0 = the device's default
+	// (evaluate.DefaultBatchSize). Every image's figures equal batch 1's (docs/CONFIG.md).
+	EvalBatchSize int `yaml:"eval_batch_size"`
+
+	// Precision: speed options that are not parity, never the default (train.Precision).
+	TF32          bool   `yaml:"tf32"`           // CUDA: TF32 matrix products and convolutions
+	BackboneDType string `yaml:"backbone_dtype"` // float32, bf16 or fp16: the image backbones' dtype
 }
 
 // DefaultConfig returns the released training script's settings.
@@ -100,7 +107,8 @@ func DefaultConfig() Config {
 		ResizeSize: 256, CropSize: 224,
 		Temperature: 0.5, Gamma1: 0.6, Gamma2: 0.6, Alpha: 0.6, ExoMaps: ExoMapsReleased, CacheText: true,
 		KMeansK: 3, Prototypes: PrototypesSelective, LossWeights: train.AllLosses,
-		StateEvery: 10,
+		StateEvery:    10,
+		BackboneDType: "float32",
 	}
 }
 
@@ -315,6 +323,7 @@ var ranges = map[string]struct{ interval, note string }{
 	"kmeans_k":            {"[1, 64]", "K-means clusters; the released code uses 3"},
 	"max_steps_per_epoch": {"[0, inf)", "0 = whole epochs"},
 	"test_limit":          {"[0, inf)", "0 = the whole test set"},
+	"eval_batch_size":     {"[0, 1024]", "0 = the device's default"},
 	"state_every_minutes": {"[0, 10080]", "0 = at epoch ends only"},
 }
 
@@ -447,6 +456,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := torch.ParseDevice(c.Device); err != nil {
 		return fmt.Errorf("config: device: %w", err)
+	}
+	if _, err := train.ParseBackboneDType(c.BackboneDType); err != nil {
+		return fmt.Errorf("config: backbone_dtype: %w", err)
 	}
 	return nil
 }

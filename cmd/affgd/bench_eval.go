@@ -14,6 +14,7 @@ import (
 	"github.com/affgd/affgd/models/clip"
 	"github.com/affgd/affgd/models/dino"
 	"github.com/affgd/affgd/synth"
+	"github.com/affgd/affgd/torch"
 	"github.com/affgd/affgd/train"
 )
 
@@ -30,6 +31,9 @@ func benchEvalCommand() *cli.Command {
 			&cli.StringFlag{Name: "vocab", Usage: "CLIP's bpe_simple_vocab_16e6.txt.gz (default: the copy affgd synth places)"},
 			&cli.IntFlag{Name: "limit", Usage: "the first N test images only (0 = all)"},
 			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu only: the PyTorch side runs on the CPU"},
+			countFlag("image"),
+			backboneDTypeFlag(),
+			&cli.IntFlag{Name: "batch-size", Usage: "affgd side: test images per forward (0 = the device's default; the released loop runs batch 1)"},
 		},
 		Action: benchEval,
 	}
@@ -87,19 +91,28 @@ func benchEval(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if _, err := m.SetPrecision(train.Precision{BackboneDType: c.String("backbone-dtype")}, dev); err != nil {
+		return fmt.Errorf("--backbone-dtype: %w", err)
+	}
 	n := len(ts.Items)
 	if l := c.Int("limit"); l > 0 && l < n {
 		n = l
 	}
-	// A warm-up image, then the timed pass over the set.
-	if _, err := evaluate.Run(m, ts, evaluate.Options{Limit: 1, Device: dev}); err != nil {
+	bs := c.Int("batch-size")
+	if bs <= 0 {
+		bs = evaluate.DefaultBatchSize(dev)
+	}
+	// A warm-up batch, then the timed pass over the set.
+	if _, err := evaluate.Run(m, ts, evaluate.Options{Limit: min(bs, n), Device: dev, BatchSize: bs}); err != nil {
 		return err
 	}
+	before := torch.ReadCounters()
 	start := time.Now()
-	if _, err := evaluate.Run(m, ts, evaluate.Options{Limit: n, Device: dev}); err != nil {
+	if _, err := evaluate.Run(m, ts, evaluate.Options{Limit: n, Device: dev, BatchSize: bs}); err != nil {
 		return err
 	}
 	goSecs := time.Since(start).Seconds()
+	counts := torch.ReadCounters().Sub(before)
 
 	pyOut, err := runPython(py, filepath.Join("tests", "bench", "bench_eval.py"), "--base", filepath.Join(root, "Seen"),
 		"--checkpoint", ckpt, "--vocab", vocab, "--threads", fmt.Sprint(threads), "--limit", fmt.Sprint(n))
@@ -110,9 +123,13 @@ func benchEval(c *cli.Context) error {
 		return fmt.Errorf("bench eval: the PyTorch side evaluated %v images, affgd %d", pyOut["images"], n)
 	}
 	goRate, pyRate := float64(n)/goSecs, float64(n)/pyOut["seconds"]
-	fmt.Printf("eval of %d test images, %d threads, CPU\n", n, threads)
+	fmt.Printf("eval of %d test images, %d threads, CPU; affgd at batch %d, backbones in %s (PyTorch: the released batch-1 loop, float32)\n",
+		n, threads, bs, c.String("backbone-dtype"))
 	fmt.Printf("  affgd    %7.2f images/s  (%s)\n", goRate, dur(goSecs))
 	fmt.Printf("  PyTorch  %7.2f images/s  (%s)\n", pyRate, dur(pyOut["seconds"]))
 	fmt.Printf("  affgd / PyTorch throughput: %.2f×\n", goRate/pyRate)
+	if c.Bool("count") {
+		printCounts(fmt.Sprintf("per image (affgd side: decode, transform, inference, metrics; %d images)", n), []torch.Counters{counts}, n)
+	}
 	return nil
 }

@@ -66,6 +66,25 @@ at_err at_manual_seed(uint64_t seed); /* seeds libtorch's global generators (CPU
 void at_set_allow_tf32(int cublas, int cudnn);
 void at_get_allow_tf32(int *cublas, int *cudnn);
 
+/* ---- counters ----
+ * Process-wide counts, kept with relaxed atomics (always on; reading them is cheap), of what a
+ * GPU pays for: calls into the shim, the calls among them that launch tensor work, reads of
+ * device values by the host (item, copies of tensor data to host memory, a .to(cpu) of a device
+ * tensor, and the ops whose output size depends on the values: nonzero, masked_select, unique and
+ * boolean-mask indexing), and blocking host-to-device copies (tensors made from host memory,
+ * .to(cuda) of a CPU tensor). Reads and uploads are counted on every device, so a CPU run shows
+ * what the same code would stall on on a GPU; a .to() between CPU tensors counts nothing. */
+#define AT_COUNTERS(X) X(calls) X(ops) X(reads) X(uploads)
+enum {
+#define AT_COUNTER_ENUM(name) AT_COUNTER_##name,
+  AT_COUNTERS(AT_COUNTER_ENUM)
+#undef AT_COUNTER_ENUM
+  AT_NUM_COUNTERS
+};
+/* Writes min(n, AT_NUM_COUNTERS) counters into out, in AT_COUNTERS order. */
+void at_counters(int64_t *out, int n);
+void at_reset_counters(void);
+
 /* ---- lifetime and scopes ---- */
 void at_scope_enter(void);
 at_err at_scope_exit(void);
