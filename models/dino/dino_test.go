@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/affgd/affgd/internal/testdev"
 	"github.com/affgd/affgd/internal/testref"
 	"github.com/affgd/affgd/models/dino"
 	"github.com/affgd/affgd/torch"
@@ -46,17 +47,9 @@ func readRef(t testing.TB, name string) *nn.File {
 	return f
 }
 
-func device(t testing.TB) torch.Device {
-	t.Helper()
-	d, err := torch.ParseDevice(testref.Device())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := torch.CheckDevice(d); err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
+// device is the test device ($AFFGD_TEST_DEVICE, internal/testdev: TF32 off on CUDA; a device
+// that cannot be used fails the test with one line).
+func device(t testing.TB) torch.Device { return testdev.Device(t) }
 
 func load(t testing.TB, name string, opts ...dino.LoadOption) *dino.ViT {
 	t.Helper()
