@@ -63,6 +63,7 @@ func benchCommand() *cli.Command {
 				&cli.StringFlag{Name: "vocab", Usage: "CLIP's bpe_simple_vocab_16e6.txt.gz (default: $AFFGD_BPE_VOCAB, the venv's open_clip copy, then tests/testdata/tokenizer's)"},
 				&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, cuda or cuda:N (our reference, --against ours, runs on the CPU only)"},
 				&cli.BoolFlag{Name: "cache-text", Usage: "affgd side: each prompt's text features from the per-prompt cache (affgd train's default, config key cache_text)"},
+				&cli.BoolFlag{Name: "deterministic", Usage: "affgd side: libtorch's deterministic algorithms and cuDNN's deterministic mode (config key deterministic), to measure their cost"},
 				&cli.StringFlag{Name: "against", Value: "ours", Usage: "the PyTorch side: ours (tests/bench/bench_step.py, our reference of the released step) or released (the authors' code from --ref, tests/bench/released_step.py)"},
 				&cli.StringFlag{Name: "ref", EnvVars: []string{"AFFGD_RELEASED_REF"}, Usage: "with --against released: a checkout of hynnsk/SelectiveCL (outside this repository)"},
 			},
@@ -300,6 +301,12 @@ func benchStep(c *cli.Context) error {
 	}
 	classes := data.Seen.Classes()
 	torch.SetAllowTF32(false, false) // parity settings on both sides (released_step.py too)
+	if c.Bool("deterministic") {
+		if os.Getenv(torch.DeterministicEnv) == "" {
+			os.Setenv(torch.DeterministicEnv, torch.DeterministicEnvValue)
+		}
+		torch.SetDeterministic(true)
+	}
 	goTimes := map[string]float64{}
 	var goMem memFigures
 	err = torch.WithScope(func(s *torch.Scope) {
@@ -399,8 +406,8 @@ func benchStep(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("libtorch %s, device %s, %d thread(s), B=%d E=%d at %d×%d, epoch %d, Seen head (%d classes), median of %d\n",
-		torch.Version(), dev, threads, bsz, e, size, size, epoch, len(classes), iters)
+	fmt.Printf("libtorch %s, device %s, %d thread(s), B=%d E=%d at %d×%d, epoch %d, Seen head (%d classes), median of %d, deterministic %v\n",
+		torch.Version(), dev, threads, bsz, e, size, size, epoch, len(classes), iters, torch.Deterministic())
 	fmt.Printf("%-36s %12s %12s %12s %12s\n", "part", "Go", "PyTorch", "Go/PyTorch", "speed-up")
 	for _, k := range []string{"backbones", "rest", "step"} {
 		name := map[string]string{
