@@ -38,7 +38,7 @@ released.
 Prints one JSON object: {"step": s, "infer": s_per_image, "peak_allocated": bytes,
 "peak_reserved": bytes, "peak_rss": bytes, ...} (median seconds; peak_* from
 torch.cuda.max_memory_* over the timed steps on CUDA, null on the CPU, where peak_rss is the
-process's peak resident memory)."""
+process's peak resident memory, VmHWM)."""
 import argparse
 import json
 import os
@@ -61,6 +61,19 @@ DIVIDE_CLASSES = {"Seen": 36, "Unseen": 25, "HICO": 10}
 def median(xs):
     """The middle value (the upper one of an even count), as the Go side."""
     return sorted(xs)[len(xs) // 2]
+
+
+def peak_rss():
+    """This process's peak resident set (VmHWM). Not getrusage's ru_maxrss: on Linux a process
+    started by fork+exec inherits its parent's high-water mark there (here the Go bench's)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def sync(dev):
@@ -214,7 +227,7 @@ def main():
             out["infer_peak_reserved"] = torch.cuda.max_memory_reserved(dev)
     out.setdefault("peak_allocated", None)
     out.setdefault("peak_reserved", None)
-    out["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out["peak_rss"] = peak_rss()
     print(json.dumps(out))
 
 
