@@ -153,7 +153,7 @@ crop=224 resize=256 batch=8 steps=3 tests=8
 if [ "$QUICK" = 1 ]; then size_flag="" crop=64 resize=72 batch=2 steps=2 tests=2; fi
 step synth "$BIN/affgd" synth --out "$SYN" $size_flag --vocab "$AFFGD_BPE_VOCAB"
 cat >"$WORK/train.yaml" <<EOF
-data_root: $SYN
+data_root: $SYN/data
 dino: $(ls "$SYN"/weights/dino_*.pth)
 clip: $(ls "$SYN"/weights/clip_*.pt)
 vocab: $AFFGD_BPE_VOCAB
@@ -172,8 +172,8 @@ step train "$BIN/affgd" train --config "$WORK/train.yaml" --out-dir "$WORK/runA"
 step train-cut "$BIN/affgd" train --config "$WORK/train.yaml" --out-dir "$WORK/runB" --epochs 1
 step train-resume "$BIN/affgd" train --config "$WORK/train.yaml" --out-dir "$WORK/runB" --epochs 2 --resume
 step resume-equals-uninterrupted cmp "$WORK/runA/last.pth" "$WORK/runB/last.pth"
-step eval "$BIN/affgd" eval --dataset agd20k-seen --data-root "$SYN" --checkpoint "$WORK/runA/last.pth" --vocab "$AFFGD_BPE_VOCAB" --device "$DEV" --json
-imgs=$(find "$SYN/Seen/testset/egocentric" -name '*.jpg' -o -name '*.png' | sort | head -2)
+step eval "$BIN/affgd" eval --dataset agd20k-seen --data-root "$SYN/data" --checkpoint "$WORK/runA/last.pth" --vocab "$AFFGD_BPE_VOCAB" --device "$DEV" --json
+imgs=$(find "$SYN/data/Seen/testset/egocentric" -name '*.jpg' -o -name '*.png' | sort | head -2)
 step predict "$BIN/affgd" predict $(for i in $imgs; do printf -- '--image %s ' "$i"; done) --action hold \
   --checkpoint "$WORK/runA/last.pth" --vocab "$AFFGD_BPE_VOCAB" --device "$DEV" --out "$WORK/pred"
 
@@ -194,9 +194,9 @@ expect_error() { # name want... -- command...
   if [ $ok = 1 ]; then echo "== $name: ok"; else rc=1; echo "== $name: FAILED"; cat "$LOGS/$name.log"; fi
 }
 if [ "$DEV" = cpu ]; then
-  expect_error bad-device cuda "CUDA is not available" "the only device is cpu" -- "$BIN/affgd" eval --dataset agd20k-seen --data-root "$SYN" --checkpoint "$WORK/runA/last.pth" --vocab "$AFFGD_BPE_VOCAB" --device cuda
+  expect_error bad-device cuda "CUDA is not available" "the only device is cpu" -- "$BIN/affgd" eval --dataset agd20k-seen --data-root "$SYN/data" --checkpoint "$WORK/runA/last.pth" --vocab "$AFFGD_BPE_VOCAB" --device cuda
 else
-  expect_error bad-device cuda:7 "CUDA device(s)" -- "$BIN/affgd" eval --dataset agd20k-seen --data-root "$SYN" --checkpoint "$WORK/runA/last.pth" --vocab "$AFFGD_BPE_VOCAB" --device cuda:7
+  expect_error bad-device cuda:7 "CUDA device(s)" -- "$BIN/affgd" eval --dataset agd20k-seen --data-root "$SYN/data" --checkpoint "$WORK/runA/last.pth" --vocab "$AFFGD_BPE_VOCAB" --device cuda:7
   # A step far larger than the GPU: 2048² crops (16384 tokens per image in both backbones).
   cp -a "$WORK/runA" "$WORK/runOOM"
   sha_before=$(sha256sum "$WORK/runOOM/last.pth" | cut -c1-64)
@@ -212,7 +212,7 @@ threads=$(nproc)
 step bench-step "$BIN/affgd" bench step --device "$DEV" --against released --ref "$REF" --python "$PY" --threads "$threads" --cache-text "${bargs[@]}"
 [ "$QUICK" = 1 ] || step bench-step-deterministic "$BIN/affgd" bench step --device "$DEV" --against released --ref "$REF" --python "$PY" --threads "$threads" --cache-text --deterministic "${bargs[@]}"
 step bench-eval "$BIN/affgd" bench eval --device "$DEV" --against released --ref "$REF" --python "$PY" --threads "$threads" \
-  --data-root "$SYN" --vocab "$AFFGD_BPE_VOCAB" "${eargs[@]}"
+  --data-root "$SYN/data" --vocab "$AFFGD_BPE_VOCAB" "${eargs[@]}"
 
 # 7. The test suites on the device, once their data is ready.
 for p in "${gen_pids[@]}"; do wait "$p"; done
@@ -228,17 +228,17 @@ suite() { # binary package-dir [suites needed...]
   [ $? -eq 0 ] || rc=1
 }
 # The method's suites first: they matter most when the budget runs short.
-suite train.test train method checkpoint
-suite models-head.test models/head head
-suite losses.test losses losses
-suite discovery.test discovery discovery
-suite evaluate.test evaluate eval
-suite trainer.test trainer
-suite affgd-cli.test cmd/affgd
-suite torch.test torch ops
-suite torch-optim.test torch/optim optim
-suite models-dino.test models/dino dino
-suite models-clip.test models/clip clip
+suite train train method checkpoint
+suite models-head models/head head
+suite losses losses losses
+suite discovery discovery discovery
+suite evaluate evaluate eval
+suite trainer trainer
+suite affgd-cli cmd/affgd
+suite torch torch ops
+suite torch-optim torch/optim optim
+suite models-dino models/dino dino
+suite models-clip models/clip clip
 
 # The report.
 "$PY" - "$OUTDIR" "$LOGS" <<'EOF'
