@@ -14,7 +14,7 @@
 #                            $RELEASED_MIRROR (outside the repository; never committed)
 #   gpu-bundle/py/NAME/      pure-Python packages the released code, tests/bench and the
 #                            generators import and a PyTorch install may lack (fast_pytorch_kmeans,
-#                            ftfy, wcwidth, open_clip, tqdm), each in its own folder so gpu-check.sh
+#                            ftfy, wcwidth, open_clip, tqdm, packaging), each in its own folder so gpu-check.sh
 #                            adds only those the machine's Python cannot import; regex (compiled)
 #                            goes to py-cp<ver>/ and is used only by a Python of that version
 #   gpu-bundle.tar.xz        all of the above in one file: the thing to carry (its size is printed
@@ -47,7 +47,7 @@ git -C "$MIRROR" rev-parse HEAD >"$B/selcl/.commit"
 
 echo "gpu-bundle: pure-Python packages from the venv"
 site=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-for m in fast_pytorch_kmeans ftfy wcwidth open_clip tqdm; do
+for m in fast_pytorch_kmeans ftfy wcwidth open_clip tqdm packaging; do
   mkdir -p "$B/py/$m"
   cp -a "$site/$m" "$B/py/$m/"
   find "$B/py/$m" -name __pycache__ -prune -exec rm -rf {} +

@@ -215,7 +215,19 @@ step bench-eval "$BIN/affgd" bench eval --device "$DEV" --against released --ref
   --data-root "$SYN/data" --vocab "$AFFGD_BPE_VOCAB" "${eargs[@]}"
 
 # 7. The test suites on the device, once their data is ready.
-for p in "${gen_pids[@]}"; do wait "$p"; done
+# Wait for the generators while the budget lasts; suites whose data is not ready by then are
+# reported as not run, and the generators still running are stopped (by their ids).
+while :; do
+  running=()
+  for p in "${gen_pids[@]}"; do kill -0 "$p" 2>/dev/null && running+=("$p"); done
+  [ ${#running[@]} -eq 0 ] && break
+  if [ "$(elapsed)" -gt "$BUDGET" ]; then
+    echo "== the budget is spent with ${#running[@]} generator(s) still running: stopping them"
+    for p in "${running[@]}"; do pkill -P "$p" 2>/dev/null; kill "$p" 2>/dev/null; done
+    break
+  fi
+  sleep 2
+done
 short=()
 [ "$QUICK" = 1 ] && short=(-test.short)
 suite() { # binary package-dir [suites needed...]

@@ -29,9 +29,12 @@ PATCHES — applied at run time, in this process only; the checkout is not modif
   3. On the CPU only: torch.nn.Module.cuda is replaced by a no-op returning the module, because
      Net.__init__ calls .cuda() on its head modules and losses. On CUDA nothing is patched; the
      device is made current with torch.cuda.set_device, as train.py does.
-  4. Only when matplotlib is not installed: utils/util.py (where get_optimizer lives) imports
-     matplotlib.cm for its plotting helpers, which the step never calls; an empty stand-in module
-     is registered so that the import succeeds.
+  4. Only for modules that are not installed: utils/util.py (where get_optimizer lives) imports
+     cv2 and matplotlib.cm for its image and plotting helpers, which the step never calls; an
+     empty stand-in module is registered for each missing one so that the import succeeds.
+  5. Only when pkg_resources (setuptools) is not installed: models/locate.py imports
+     `packaging` from it to compare torch's version with 1.8.0 in tokenize(); a stand-in
+     pkg_resources module exposing the `packaging` package is registered.
 No other change: the step, the losses, K-means (fast_pytorch_kmeans) and test_forward run as
 released.
 
@@ -143,9 +146,12 @@ def main():
     # Patch 3 (CPU only) must precede the import-time .cuda() calls of Net.__init__.
     if dev.type == "cpu":
         torch.nn.Module.cuda = lambda self, device=None: self
-    import models.locate as locate
-    import models.open_clip.openai as openai_mod
     # Patch 4.
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        sys.modules["cv2"] = types.ModuleType("cv2")
+        out_patches_extra.append("cv2 -> empty stand-in (not installed; unused by the step)")
     try:
         import matplotlib.cm  # noqa: F401
     except ImportError:
@@ -153,6 +159,17 @@ def main():
         mpl.cm = types.ModuleType("matplotlib.cm")
         sys.modules["matplotlib"], sys.modules["matplotlib.cm"] = mpl, mpl.cm
         out_patches_extra.append("matplotlib -> empty stand-in (not installed; unused by the step)")
+    # Patch 5.
+    try:
+        import pkg_resources  # noqa: F401
+    except ImportError:
+        import packaging.version
+        pr = types.ModuleType("pkg_resources")
+        pr.packaging = packaging
+        sys.modules["pkg_resources"] = pr
+        out_patches_extra.append("pkg_resources -> stand-in exposing packaging (setuptools not installed)")
+    import models.locate as locate
+    import models.open_clip.openai as openai_mod
     from utils.util import get_optimizer
     # Patch 1.
     released_load = locate.load_pretrained_weights
