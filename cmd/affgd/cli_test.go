@@ -721,3 +721,7 @@ func copyTree(t *testing.T, src, dst string) {
 		t.Fatal(err)
 	}
 }
+
+// TestMain checks $AFFGD_TEST_DEVICE first (internal/testdev): a device that cannot be used stops
+// the suite with one line; a usable one is passed to every computing command (onTestDevice).
+func TestMain(m *testing.M) { testdev.Main(m) }

@@ -476,3 +476,7 @@ func BenchmarkViTS16(b *testing.B) {
 	}
 	b.ReportMetric(b.Elapsed().Seconds()/float64(n)/32*1e3, "ms/image")
 }
+
+// TestMain checks $AFFGD_TEST_DEVICE first (internal/testdev): a device that cannot be used stops
+// the suite with one line instead of a run on another device.
+func TestMain(m *testing.M) { testdev.Main(m) }
