@@ -23,7 +23,7 @@ func TestAsOutOfMemory(t *testing.T) {
 			"Including non-PyTorch memory, this process has 78.08 GiB memory in use. Of the allocated memory 77.1 GiB is allocated by PyTorch",
 			0, 2 << 30, gib(1.06), gib(79.15)},
 		{"CUDA out of memory. Tried to allocate 20.00 MiB (GPU 3; 15.78 GiB total capacity; 14.21 GiB already allocated; 3.44 MiB free; 14.5 GiB reserved in total by PyTorch)",
-			3, 20 << 20, gib(3.44/1024), gib(15.78)},
+			3, 20 << 20, gib(3.44 / 1024), gib(15.78)},
 		{"CUDA error: out of memory", -1, -1, -1, -1},
 	} {
 		err := fmt.Errorf("epoch 1 step 2: %w", &torch.Error{Op: "conv2d", Msg: c.msg})
