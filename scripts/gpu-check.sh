@@ -18,7 +18,7 @@
 #      `affgd eval` and `affgd predict` of its checkpoint;
 #   5. bad input: a device that does not exist (one line naming it and what exists) and, on
 #      CUDA, a step too large for the GPU (one line naming the batch size, memory requested and
-#      free; the run's last checkpoint intact);
+#      free);
 #   6. `affgd bench step --against released` (B=8, E=3, 224², epoch 1) with and without
 #      deterministic mode, and `affgd bench eval --against released`;
 #   7. the test suites of every package that computes with AFFGD_TEST_DEVICE set to the device,
@@ -197,12 +197,12 @@ if [ "$DEV" = cpu ]; then
   expect_error bad-device cuda "CUDA is not available" "the only device is cpu" -- "$BIN/affgd" eval --dataset agd20k-seen --data-root "$SYN/data" --checkpoint "$WORK/runA/last.pth" --vocab "$AFFGD_BPE_VOCAB" --device cuda
 else
   expect_error bad-device cuda:7 "CUDA device(s)" -- "$BIN/affgd" eval --dataset agd20k-seen --data-root "$SYN/data" --checkpoint "$WORK/runA/last.pth" --vocab "$AFFGD_BPE_VOCAB" --device cuda:7
-  # A step far larger than the GPU: 2048² crops (16384 tokens per image in both backbones).
-  cp -a "$WORK/runA" "$WORK/runOOM"
-  sha_before=$(sha256sum "$WORK/runOOM/last.pth" | cut -c1-64)
+  # A step far larger than the GPU: 2048² crops (16384 tokens per image; DINO's last-block
+  # attention alone is 6.4 GB an image). The message must be ours, one line; that the last
+  # checkpoint and state stay intact and --resume works is the trainer's
+  # TestOutOfMemoryKeepsTheLastCheckpoint (run below on this device).
   expect_error out-of-memory "out of memory" "batch_size 8" "requested" "free" -- timeout 120 "$BIN/affgd" train --config "$WORK/train.yaml" \
     --out-dir "$WORK/oom" --batch-size 8 --crop-size 2048 --resize-size 2048 --epochs 1
-  step oom-checkpoint-intact test "$sha_before" = "$(sha256sum "$WORK/runOOM/last.pth" | cut -c1-64)"
 fi
 
 # 6. Benchmarks against the released code on the same device.
