@@ -188,8 +188,9 @@ expect_error() { # name want... -- command...
   local r=$? ok=1
   [ "$r" -eq 1 ] || ok=0
   # One error line of ours ("affgd: ..."), holding every expected word; progress lines may precede it.
-  [ "$(grep -c '^affgd: ' "$LOGS/$name.log")" -eq 1 ] || ok=0
-  local line; line=$(grep '^affgd: ' "$LOGS/$name.log")
+  local lines; lines=$(tr '\r' '\n' <"$LOGS/$name.log" | grep -o 'affgd: .*')
+  [ "$(printf '%s\n' "$lines" | grep -c .)" -eq 1 ] || ok=0
+  local line=$lines
   for w in "${want[@]}"; do [[ "$line" == *"$w"* ]] || ok=0; done
   grep -qE 'panic:|terminate called|SIGSEGV' "$LOGS/$name.log" && ok=0
   record "$name" $((1 - ok)) "$s" "$(date +%s.%N)" "$* (expects exit 1 with: ${want[*]})"
