@@ -146,8 +146,8 @@ func benchStepReleased(c *cli.Context, py, ref string, dev torch.Device, threads
 	ms := func(t float64) string {
 		return time.Duration(t * float64(time.Second)).Round(time.Millisecond).String()
 	}
-	fmt.Printf("libtorch %s / torch %s, device %s, %d thread(s), B=%d E=%d at 224×224, epoch %d, Seen head (%d classes), median of %d, TF32 off, affgd deterministic %v\n",
-		torch.Version(), r.Torch, dev, threads, bsz, e, epoch, classes, iters, torch.Deterministic())
+	fmt.Printf("libtorch %s / torch %s, device %s, %d thread(s), B=%d E=%d at 224×224, epoch %d, Seen head (%d classes), median of %d, TF32 off, affgd deterministic %v, affgd cache_text %v\n",
+		torch.Version(), r.Torch, dev, threads, bsz, e, epoch, classes, iters, torch.Deterministic(), c.Bool("cache-text"))
 	fmt.Printf("released code: %s, patched at run time: %s\n", ref, strings.Join(r.Patches, "; "))
 	fmt.Printf("%-34s %14s %14s %12s\n", "whole step (fwd, 4 losses, bwd, SGD)", "affgd", "released", "affgd/released")
 	fmt.Printf("%-34s %14s %14s %12.3f\n", "time", ms(goTimes["step"]), ms(r.Step), goTimes["step"]/r.Step)
