@@ -26,6 +26,7 @@ type Options struct {
 	Progress func(done, total int) // called after each image; may be nil
 	PerImage func(r ImageResult)   // called with each image's figures; may be nil
 	Device   torch.Device          // where the images go (the model's device)
+	CVResize data.CVResize         // which cv2.resize arithmetic the metrics reproduce (default: IPP, the released stack's)
 }
 
 // decoded is one test item's image, decoded ahead of the model.
@@ -66,7 +67,7 @@ func Run(m *train.Model, ts *data.TestSet, o Options) (report.Summary, error) {
 		if im.Err != nil {
 			return report.Summary{}, im.Err
 		}
-		res, err := scoreOne(m, im, size, o.Device)
+		res, err := scoreOne(m, im, size, o.Device, o.CVResize)
 		if err != nil {
 			return report.Summary{}, err
 		}
@@ -86,7 +87,7 @@ func Run(m *train.Model, ts *data.TestSet, o Options) (report.Summary, error) {
 }
 
 // scoreOne runs one image through the model and scores its three maps against the GT.
-func scoreOne(m *train.Model, im decoded, size int, dev torch.Device) (ImageResult, error) {
+func scoreOne(m *train.Model, im decoded, size int, dev torch.Device, cvr data.CVResize) (ImageResult, error) {
 	res := ImageResult{Item: im.Item, Scores: map[string]data.Scores{}}
 	err := torch.NoGradScope(func(_ *torch.Scope) {
 		x, err := data.TestTransform(im.RGB, size)
@@ -102,9 +103,8 @@ func scoreOne(m *train.Model, im decoded, size int, dev torch.Device) (ImageResu
 		if err != nil {
 			torch.Fail("evaluate", "%s: %v", im.Item.Image, err)
 		}
-		gt = gt.To(maps.CAM.Device())
 		for name, t := range map[string]*torch.Tensor{"cam": maps.CAM, "ree": maps.REE, "rem": maps.REM} {
-			s, err := data.Evaluate(t.Select(0, 0), gt)
+			s, err := data.EvaluateCV(t.Select(0, 0), gt, cvr)
 			if err != nil {
 				torch.Fail("evaluate", "%s: %v", im.Item.GT, err)
 			}

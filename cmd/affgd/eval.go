@@ -66,6 +66,7 @@ func evalCommand() *cli.Command {
 			&cli.IntFlag{Name: "limit", Usage: "evaluate the first N test images only"},
 			&cli.IntFlag{Name: "workers", Usage: "image decoding goroutines (0 = one per CPU)"},
 			&cli.StringFlag{Name: "per-image", Usage: "also write every image's figures to this JSON-lines file"},
+			&cli.StringFlag{Name: "cv-resize", Value: "ipp", Usage: "the cv2.resize arithmetic the metrics reproduce: ipp (opencv-python on x86-64, the released evaluation's) or generic (OpenCV without IPP)"},
 		),
 		Action: runEval,
 	}
@@ -76,6 +77,10 @@ func runEval(c *cli.Context) error {
 	div, ok := datasets[name]
 	if !ok {
 		return fmt.Errorf("--dataset %q: want agd20k-seen, agd20k-unseen or hico-iif", c.String("dataset"))
+	}
+	cvr, err := data.ParseCVResize(c.String("cv-resize"))
+	if err != nil {
+		return fmt.Errorf("--cv-resize: %w", err)
 	}
 	ts, err := data.OpenTest(c.String("data-root"), div)
 	if err != nil {
@@ -102,7 +107,7 @@ func runEval(c *cli.Context) error {
 	}
 	start := time.Now()
 	sum, err := evaluate.Run(m, ts, evaluate.Options{
-		Limit: c.Int("limit"), Workers: c.Int("workers"), Device: dev,
+		Limit: c.Int("limit"), Workers: c.Int("workers"), Device: dev, CVResize: cvr,
 		Progress: func(done, _ int) { _ = bar.Set(done) },
 		PerImage: func(r evaluate.ImageResult) {
 			if perImage != nil {
