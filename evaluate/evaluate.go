@@ -92,26 +92,27 @@ func scoreOne(m *train.Model, im decoded, size int, dev torch.Device, cvr data.C
 	err := torch.NoGradScope(func(_ *torch.Scope) {
 		x, err := data.TestTransform(im.RGB, size)
 		if err != nil {
-			torch.Fail("evaluate", "%s: %v", im.Item.Image, err)
+			torch.Raise(fmt.Errorf("%s: %w", im.Item.Image, err))
 		}
 		gt, err := data.LoadGT(im.Item.GT)
-		if err != nil {
-			torch.Fail("evaluate", "%v", err)
-		}
+		torch.Raise(err)
 		label := torch.FromSliceOn([]int64{im.Item.Label}, dev, 1)
 		maps, err := m.Infer(train.Batch{Ego: x.Unsqueeze(0).To(dev), Label: label})
 		if err != nil {
-			torch.Fail("evaluate", "%s: %v", im.Item.Image, err)
+			torch.Raise(fmt.Errorf("%s: %w", im.Item.Image, err))
 		}
 		for name, t := range map[string]*torch.Tensor{"cam": maps.CAM, "ree": maps.REE, "rem": maps.REM} {
 			s, err := data.EvaluateCV(t.Select(0, 0), gt, cvr)
 			if err != nil {
-				torch.Fail("evaluate", "%s: %v", im.Item.GT, err)
+				torch.Raise(fmt.Errorf("%s: %w", im.Item.GT, err))
 			}
 			res.Scores[name] = s
 		}
 	})
-	return res, err
+	if err != nil {
+		return res, fmt.Errorf("evaluate: %w", err)
+	}
+	return res, nil
 }
 
 // decodeAhead decodes the items' images in goroutines (at most workers at a time, each a bounded

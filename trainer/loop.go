@@ -106,6 +106,9 @@ type epochSums struct {
 // With resume it continues the run saved there (interrupted or finished with fewer epochs) to the
 // same result an uninterrupted run would give. When ctx ends, Run saves the state after the step
 // in progress and returns ErrInterrupted.
+// testModelHook, set only by tests, sees the model before training starts (to inject faults).
+var testModelHook func(*train.Model)
+
 func Run(ctx context.Context, cfg Config, resume bool, ui UI) error {
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -142,6 +145,9 @@ func Run(ctx context.Context, cfg Config, resume bool, ui UI) error {
 		return err
 	}
 	m.CacheText = cfg.CacheText
+	if testModelHook != nil {
+		testModelHook(m)
+	}
 	groups := m.Head.ParamGroups(cfg.LR)
 	for i := range groups {
 		groups[i].Momentum, groups[i].WeightDecay = cfg.Momentum, cfg.WeightDecay
@@ -324,19 +330,15 @@ func (r *runner) step(b *data.Batch, p *progress, steps int) (StepStats, error) 
 	st := StepStats{Epoch: p.Epoch, Step: p.NextStep, Steps: steps, Losses: map[string]float64{}}
 	err := torch.WithScope(func(_ *torch.Scope) {
 		gen, err := torch.NewGenerator(stepSeed(r.cfg.Seed, p.Epoch, p.NextStep), r.dev)
-		if err != nil {
-			torch.Fail("train", "%v", err)
-		}
+		torch.Raise(err)
 		batch := train.Batch{Exo: b.Exo.To(r.dev), Ego: b.Ego.To(r.dev), Label: b.Label.To(r.dev)}
 		res, err := r.m.Forward(batch, train.Options{Epoch: p.Epoch, Discovery: r.disc, Gen: gen, Tau: r.cfg.Temperature, Gamma2: r.cfg.Gamma2})
-		if err != nil {
-			torch.Fail("train", "%v", err)
-		}
+		torch.Raise(err)
 		r.opt.ZeroGrad()
 		loss := res.Loss.Item()
 		if math.IsNaN(loss) || math.IsInf(loss, 0) {
-			torch.Fail("train", "the loss is %v (L_ce_ego %v, L_ce_exo %v, L_pix %v, L_proto %v); the step was not applied",
-				loss, res.LCeEgo.Item(), res.LCeExo.Item(), res.LPix.Item(), res.LProto.Item())
+			torch.Raise(fmt.Errorf("the loss is %v (L_ce_ego %v, L_ce_exo %v, L_pix %v, L_proto %v); the step was not applied",
+				loss, res.LCeEgo.Item(), res.LCeExo.Item(), res.LPix.Item(), res.LProto.Item()))
 		}
 		res.Loss.Backward()
 		r.opt.Step()

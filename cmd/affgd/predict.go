@@ -69,11 +69,11 @@ func runPredict(c *cli.Context) error {
 		err := torch.NoGradScope(func(_ *torch.Scope) {
 			x, err := data.TestTransform(imgs[i], size)
 			if err != nil {
-				torch.Fail("predict", "%s: %v", p, err)
+				torch.Raise(fmt.Errorf("%s: %w", p, err))
 			}
 			maps, err := m.Infer(train.Batch{Ego: x.Unsqueeze(0).To(dev), Label: torch.FromSliceOn([]int64{label}, dev, 1)})
 			if err != nil {
-				torch.Fail("predict", "%s: %v", p, err)
+				torch.Raise(fmt.Errorf("%s: %w", p, err))
 			}
 			rgb := torch.FromBytes(imgs[i].Pix, torch.Uint8, []int64{int64(imgs[i].H), int64(imgs[i].W), 3}, torch.CPU)
 			for _, mp := range []struct {
@@ -83,14 +83,14 @@ func runPredict(c *cli.Context) error {
 				heat := mp.t.Select(0, 0).To(torch.CPU)
 				base := filepath.Join(out, fmt.Sprintf("%s_%s_%s", stem, action, mp.name))
 				if err := npy.SaveTensor(base+".npy", heat); err != nil {
-					torch.Fail("predict", "%v", err)
+					torch.Raise(err)
 				}
 				ov, err := report.Overlay(rgb, heat, c.Float64("alpha"))
 				if err != nil {
-					torch.Fail("predict", "%s: %v", p, err)
+					torch.Raise(fmt.Errorf("%s: %w", p, err))
 				}
 				if err := report.WritePNG(base+".png", ov); err != nil {
-					torch.Fail("predict", "%v", err)
+					torch.Raise(err)
 				}
 			}
 		})
