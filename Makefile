@@ -20,7 +20,7 @@ GENERATORS := $(wildcard tests/*/gen_*.py)
 # One stamp per generator: tests/testdata/<suite>/.stamp, remade when its script changes.
 STAMPS := $(foreach g,$(GENERATORS),$(TESTDATA)/$(notdir $(patsubst %/,%,$(dir $(g))))/.stamp)
 
-.PHONY: deps build shim test testdata bench demo clean cuda-check cuda-bundle FORCE
+.PHONY: deps build shim test testdata bench demo rss-long clean cuda-check cuda-bundle FORCE
 FORCE:
 
 deps:
@@ -71,6 +71,14 @@ bench: build testdata
 
 demo: build
 	scripts/demo.sh
+
+# The long form of the resident-memory check (docs/BENCHMARKS.md, "Resident memory"): 1,000 steps
+# at the demo's settings and 100 at full size, each held to < 2 % growth after warm-up; CSVs,
+# summaries and RSS curves (PNG) in docs/rss/. Heavy: run it alone. RSS_STEPS=demo:N,full:M
+# shortens it.
+RSS_STEPS ?=
+rss-long: build
+	AFFGD_RSS_LONG=$(CURDIR)/docs/rss AFFGD_RSS_STEPS=$(RSS_STEPS) nice go test -count=1 -timeout 0 -run 'TestTrainingRSSLong' -v ./trainer/
 
 # Prebuilt Go test binaries for scripts/cuda-check.sh on a CUDA machine without Go.
 cuda-bundle: build testdata

@@ -84,6 +84,7 @@ func init() {
 		// Nothing in this package can work with a mismatched shim; fail at start-up, clearly.
 		panic(err)
 	}
+	fixMallocThreshold()
 }
 
 // errFrom converts an at_err into a Go error and frees the C string.
