@@ -242,7 +242,7 @@ func InferConfig(sd map[string]*torch.Tensor, heads int64) (Config, error) {
 		if errors.As(err, &te) && te.Op == "config" {
 			return Config{}, errors.New("dino: " + te.Msg)
 		}
-		return Config{}, err
+		return Config{}, fmt.Errorf("dino: %w", err)
 	}
 	if err := cfg.Validate(); err != nil {
 		return Config{}, err
