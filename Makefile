@@ -26,7 +26,7 @@ GENERATORS := $(wildcard tests/*/gen_*.py)
 # One stamp per generator: tests/testdata/<suite>/.stamp, remade when its script changes.
 STAMPS := $(foreach g,$(GENERATORS),$(TESTDATA)/$(notdir $(patsubst %/,%,$(dir $(g))))/.stamp)
 
-.PHONY: deps build shim test testdata bench demo clean gpu-check gpu-bundle FORCE
+.PHONY: deps build shim test testdata bench demo rss-long clean gpu-check gpu-bundle FORCE
 FORCE:
 
 deps:
@@ -71,7 +71,7 @@ testdata: deps $(STAMPS)
 test: build testdata
 	go vet ./...
 	go test $(GOTEST_FLAGS) ./...
-	go test -race $(GOTEST_FLAGS) -run 'Concurrent|ScopeRules' ./torch/
+	go test -race $(GOTEST_FLAGS) -run 'Concurrent|ScopeRules|ScopeKeep|ScopeClose' ./torch/
 
 bench: build testdata
 	go test -run '^$$' -bench . -benchtime 2s ./...
@@ -83,6 +83,14 @@ bench-report: build
 
 demo: build
 	scripts/demo.sh
+
+# The long form of the resident-memory check (docs/BENCHMARKS.md, "Resident memory"): 1,000 steps
+# at the demo's settings and 100 at full size, each held to < 2 % growth after warm-up; CSVs,
+# summaries and RSS curves (PNG) in docs/rss/. Heavy: run it alone. RSS_STEPS=demo:N,full:M
+# shortens it.
+RSS_STEPS ?=
+rss-long: build
+	AFFGD_RSS_LONG=$(CURDIR)/docs/rss AFFGD_RSS_STEPS=$(RSS_STEPS) nice go test -count=1 -timeout 0 -run 'TestTrainingRSSLong' -v ./trainer/
 
 # What scripts/gpu-check.sh needs on a machine with PyTorch+CUDA+cmake+g++ but no Go and no
 # network, under gpu-bundle/ (ignored, never committed): the Go test binaries of the computing

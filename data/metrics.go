@@ -1,9 +1,16 @@
 package data
 
+/*
+#cgo LDFLAGS: -lm
+#include "metrics.h"
+*/
+import "C"
+
 import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"unsafe"
 
 	"github.com/affgd/affgd/torch"
 )
@@ -26,23 +33,70 @@ func (s Scores) MarshalJSON() ([]byte, error) {
 	return json.Marshal(map[string]any{"kld": num(s.KLD), "sim": num(s.SIM), "nss": num(s.NSS)})
 }
 
+// CVResize says which arithmetic of OpenCV's cv2.resize(INTER_LINEAR) the metrics reproduce: the
+// released evaluation resizes the prediction and the GT with it, and the two ways OpenCV computes
+// move single-image figures by up to ~1e-4 (NSS, through threshold flips of the fixation map).
+type CVResize int
+
+const (
+	// CVResizeIPP is what the opencv-python wheels do on x86-64, 4.x and 5.0 alike (checked on
+	// 4.5.5, 4.12 and the pinned 5.0): Intel IPP resizes float images with exact (double) source
+	// coordinates and a fused lerp. The default.
+	CVResizeIPP CVResize = iota
+	// CVResizeGeneric is OpenCV's own code, used where IPP is not (builds without it, such as
+	// non-x86 machines, or after cv2.ipp.setUseIPP(False)): float32 interpolation weights, also
+	// for the float64 GT.
+	CVResizeGeneric
+)
+
+// String is the name the command line and the config use for r.
+func (r CVResize) String() string {
+	switch r {
+	case CVResizeIPP:
+		return "ipp"
+	case CVResizeGeneric:
+		return "generic"
+	}
+	return fmt.Sprintf("CVResize(%d)", int(r))
+}
+
+// ParseCVResize reads "ipp" or "generic" (CVResize.String).
+func ParseCVResize(s string) (CVResize, error) {
+	switch s {
+	case "ipp", "":
+		return CVResizeIPP, nil
+	case "generic":
+		return CVResizeGeneric, nil
+	}
+	return 0, fmt.Errorf("unknown OpenCV resize %q (want ipp or generic)", s)
+}
+
 // Evaluate computes METHOD §7 for a predicted map pred, an (h, w) float32 tensor, and a
-// ground-truth mask gt given as the png's 8-bit grey values, an (H, W) uint8 tensor.
-//
-// The prediction is resized to 224×224 with bilinear interpolation (half-pixel centres, edge
-// clamping, no antialias: OpenCV INTER_LINEAR) and min-max normalised with eps 1e-10, both in
-// float32. The GT is divided by 255 in float64 and resized with the same rule (no antialias even
-// when shrinking). Everything after is float64:
-//
-//	p = pred/(Σpred+1e-12), g = gt/(Σgt+1e-12)
-//	KLD = Σ g·log(g/(p+1e-12) + 1e-12)
-//	SIM = Σ min(p, g)
-//	NSS = Σ z·F / Σ (F+1e-12), z = (pred−mean)/std (population std),
-//	      F = 1 where the min-max normalised gt (eps 1e-12) is > 0.1
-//
-// A constant prediction has std 0 and its NSS is NaN, as in the reference; callers report it.
-// The tensors may live on any device; the figures are computed there.
+// ground-truth mask gt given as the png's 8-bit grey values, an (H, W) uint8 tensor, as the
+// released evaluation computes it on its own stack (NumPy 2, opencv-python on x86-64, CVResizeIPP).
+// See EvaluateCV.
 func Evaluate(pred, gt *torch.Tensor) (Scores, error) {
+	return EvaluateCV(pred, gt, CVResizeIPP)
+}
+
+// EvaluateCV computes the released normalize_map, cal_kl, cal_sim and cal_nss bit for bit
+// (metrics.c, checked against the released functions on the pinned stack by the reference data):
+//
+//	m = cv2.resize(pred, (224, 224)) and min-max normalised (eps 1e-10), all float32
+//	g = cv2.resize(gt/255, (224, 224)) in float64
+//	p = m/(Σm+1e-12) in float32, q = g/(Σg+1e-12)
+//	KLD = Σ q·log(q/(p+1e-12) + 1e-12), SIM = Σ min(p, q)
+//	NSS = Σ z·F / Σ (F+1e-12), z = (m/255−mean)/std in float32 (population std),
+//	      F = 1 where (g/255−min)/(max−min+1e-12) > 0.1
+//
+// with NumPy's dtypes (a float32 array stays float32 against a Python float) and its pairwise
+// float32 and float64 sums, and cv2.resize's arithmetic as r says. A constant prediction has
+// std 0 and its NSS is NaN, as in the reference; callers report it.
+//
+// The figures are computed on the host in C, whatever the device of pred: they depend on the
+// order of every float32 sum, which no device reduction reproduces. That is one copy of the
+// (h, w) map and of the GT per image, both already small.
+func EvaluateCV(pred, gt *torch.Tensor, r CVResize) (Scores, error) {
 	if pred == nil || gt == nil {
 		return Scores{}, fmt.Errorf("data: evaluate: nil tensor")
 	}
@@ -55,47 +109,49 @@ func Evaluate(pred, gt *torch.Tensor) (Scores, error) {
 	if pred.Numel() == 0 || gt.Numel() == 0 {
 		return Scores{}, fmt.Errorf("data: evaluate: empty map (prediction %v, ground truth %v)", pred.Shape(), gt.Shape())
 	}
-	if pred.Device() != gt.Device() {
-		return Scores{}, fmt.Errorf("data: evaluate: prediction on %v, ground truth on %v", pred.Device(), gt.Device())
+	if r != CVResizeIPP && r != CVResizeGeneric {
+		return Scores{}, fmt.Errorf("data: evaluate: unknown resize %v", r)
 	}
-	var s Scores
+	if pred.Size(0) > math.MaxInt32 || pred.Size(1) > math.MaxInt32 || gt.Size(0) > math.MaxInt32 || gt.Size(1) > math.MaxInt32 {
+		return Scores{}, fmt.Errorf("data: evaluate: map too large (prediction %v, ground truth %v)", pred.Shape(), gt.Shape())
+	}
+	var p []float32
+	var g []byte
 	err := torch.WithScope(func(_ *torch.Scope) {
-		s = evaluate(pred, gt)
+		p = pred.To(torch.CPU).Contiguous().Float32s()
+		g = gt.To(torch.CPU).Contiguous().Bytes()
 	})
 	if err != nil {
 		return Scores{}, fmt.Errorf("data: evaluate: %w", err)
 	}
-	return s, nil
+	var out [3]C.double
+	rc := C.affgd_released_metrics((*C.float)(unsafe.Pointer(&p[0])), C.int(pred.Size(0)), C.int(pred.Size(1)),
+		(*C.uint8_t)(unsafe.Pointer(&g[0])), C.int(gt.Size(0)), C.int(gt.Size(1)), C.int(EvalSize), C.int(r), &out[0])
+	if rc != 0 {
+		return Scores{}, fmt.Errorf("data: evaluate: out of memory for a %v prediction and a %v ground truth", pred.Shape(), gt.Shape())
+	}
+	return Scores{KLD: float64(out[0]), SIM: float64(out[1]), NSS: float64(out[2])}, nil
 }
 
-// resize224 is cv2.resize(x, (224, 224), INTER_LINEAR) for a 2-d map, in x's dtype.
-func resize224(x *torch.Tensor) *torch.Tensor {
-	h, w := x.Size(0), x.Size(1)
-	y := torch.Interpolate(x.Reshape(1, 1, h, w), torch.InterpolateOptions{
-		Size: [2]int64{EvalSize, EvalSize}, Mode: torch.Bilinear, AlignCorners: false, Antialias: false,
-	})
-	return y.Reshape(EvalSize, EvalSize)
+// npSum32, npSum64 and npMeanStd32 are NumPy's sum, mean and std of a float32 or float64 slice
+// (metrics.c), for the tests that hold them to NumPy's own results.
+func npSum32(a []float32) float32 {
+	if len(a) == 0 {
+		return 0
+	}
+	return float32(C.affgd_np_sum_f32((*C.float)(unsafe.Pointer(&a[0])), C.long(len(a))))
 }
 
-func evaluate(pred, gt *torch.Tensor) Scores {
-	// Prediction: resize and min-max in float32 (normalize_map on the float32 array).
-	m := resize224(pred.Contiguous())
-	lo, hi := m.Min(), m.Max()
-	m = m.Sub(lo).Div(hi.Sub(lo).AddScalar(1e-10))
-	pr := m.ToDType(torch.Float64)
+func npSum64(a []float64) float64 {
+	if len(a) == 0 {
+		return 0
+	}
+	return float64(C.affgd_np_sum_f64((*C.double)(unsafe.Pointer(&a[0])), C.long(len(a))))
+}
 
-	// GT: /255 in float64, then the same bilinear resize.
-	g := resize224(gt.ToDType(torch.Float64).DivScalar(255))
-
-	p := pr.Div(pr.Sum().AddScalar(1e-12))
-	q := g.Div(g.Sum().AddScalar(1e-12))
-	kld := q.Mul(q.Div(p.AddScalar(1e-12)).AddScalar(1e-12).Log()).Sum().Item()
-	sim := p.Minimum(q).Sum().Item()
-
-	z := pr.Sub(pr.Mean()).Div(pr.Std(nil, false, false))
-	glo, ghi := g.Min(), g.Max()
-	fm := g.Sub(glo).Div(ghi.Sub(glo).AddScalar(1e-12))
-	fix := fm.GtScalar(0.1).ToDType(torch.Float64)
-	nss := z.Mul(fix).Sum().Div(fix.AddScalar(1e-12).Sum()).Item()
-	return Scores{KLD: kld, SIM: sim, NSS: nss}
+func npMeanStd32(a []float32) (mean, std float32) {
+	tmp := make([]float32, len(a))
+	var m, s C.float
+	C.affgd_np_mean_std_f32((*C.float)(unsafe.Pointer(&a[0])), C.long(len(a)), (*C.float)(unsafe.Pointer(&tmp[0])), &m, &s)
+	return float32(m), float32(s)
 }

@@ -190,7 +190,7 @@ func verticalFirst(inH, inW, outH, outW int) bool {
 func resampleOrder(img Image, oh, ow int, rows, cols []int, vFirst bool) *torch.Tensor {
 	px := make([]byte, len(rows)*len(cols)*3)
 	if err := resampleInto(px, img, oh, ow, rows, cols, vFirst); err != nil {
-		torch.Fail("resample", "%v", err)
+		torch.Raise(err)
 	}
 	return torch.FromBytes(px, torch.Uint8, []int64{int64(len(rows)), int64(len(cols)), 3}, torch.CPU)
 }

@@ -23,7 +23,11 @@ func TestBatchError(t *testing.T) {
 		{"other", errors.New("bad shape"), 4, []string{"the batch of 4 test images from a.png", "bad shape"}},
 		{"other at 1", errors.New("bad shape"), 1, []string{"a.png: bad shape"}},
 	} {
-		got := batchError(c.err, c.n, "a.png", torch.CUDA(0))
+		err := batchError(c.err, c.n, "a.png", torch.CUDA(0))
+		if !errors.Is(err, c.err) {
+			t.Errorf("%s: %v does not wrap its cause", c.name, err)
+		}
+		got := err.Error()
 		for _, w := range c.want {
 			if !strings.Contains(got, w) {
 				t.Errorf("%s: %q does not hold %q", c.name, got, w)

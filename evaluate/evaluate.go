@@ -32,6 +32,7 @@ type Options struct {
 	// KeepMaps hands PerImage each image's decoded pixels, GT and maps too (ImageResult.RGB, GT,
 	// Maps), for reports that draw them; Run frees those tensors when PerImage returns.
 	KeepMaps bool
+	CVResize  data.CVResize         // which cv2.resize arithmetic the metrics reproduce (default: IPP, the released stack's)
 }
 
 // DefaultBatchSize is the batch size of an evaluation on d when Options.BatchSize is 0 (config
@@ -171,7 +172,7 @@ func Run(m *train.Model, ts *data.TestSet, o Options) (report.Summary, error) {
 		for i, im := range batch {
 			slot := make(chan metricResult, 1)
 			pending = append(pending, slot)
-			jobs <- metricJob{im: im, maps: maps, index: int64(i), refs: refs, keep: o.KeepMaps, out: slot}
+			jobs <- metricJob{im: im, maps: maps, index: int64(i), refs: refs, keep: o.KeepMaps, cvr: o.CVResize, out: slot}
 		}
 		// Results that are ready are accumulated now; at most two batches stay in flight.
 		if err := take(false, 0); err != nil {
@@ -197,7 +198,7 @@ func inferBatch(m *train.Model, batch []decoded, size int, dev torch.Device) (*t
 		for i, im := range batch {
 			x, err := data.TestTransform(im.RGB, size)
 			if err != nil {
-				torch.Fail("evaluate", "%s: %v", im.Item.Image, err)
+				torch.Raise(fmt.Errorf("%s: %w", im.Item.Image, err))
 			}
 			xs[i], labels[i] = x, im.Item.Label
 		}
@@ -207,25 +208,28 @@ func inferBatch(m *train.Model, batch []decoded, size int, dev torch.Device) (*t
 		}
 		maps, err := m.Infer(train.Batch{Ego: x, Label: torch.FromSliceOn(labels, dev, int64(len(labels)))})
 		if err != nil {
-			torch.Fail("evaluate", "%s", batchError(err, len(batch), batch[0].Item.Image, dev))
+			torch.Raise(batchError(err, len(batch), batch[0].Item.Image, dev))
 		}
 		out = torch.Escape(torch.Stack([]*torch.Tensor{maps.CAM, maps.REE, maps.REM}, 0).To(torch.CPU))
 	})
-	return out, err
+	if err != nil {
+		return nil, fmt.Errorf("evaluate: %w", err)
+	}
+	return out, nil
 }
 
 // batchError words a failure of a batch: running out of device memory names the batch size and
 // suggests a smaller one.
-func batchError(err error, n int, first string, dev torch.Device) string {
+func batchError(err error, n int, first string, dev torch.Device) error {
 	msg := err.Error()
 	if strings.Contains(strings.ToLower(msg), "out of memory") {
-		return fmt.Sprintf("a batch of %d test images does not fit in the memory of %s; use a smaller batch size (--batch-size %d, config key eval_batch_size): %v",
+		return fmt.Errorf("a batch of %d test images does not fit in the memory of %s; use a smaller batch size (--batch-size %d, config key eval_batch_size): %w",
 			n, dev, max(1, n/2), err)
 	}
 	if n == 1 {
-		return fmt.Sprintf("%s: %v", first, err)
+		return fmt.Errorf("%s: %w", first, err)
 	}
-	return fmt.Sprintf("the batch of %d test images from %s: %v", n, first, err)
+	return fmt.Errorf("the batch of %d test images from %s: %w", n, first, err)
 }
 
 type metricJob struct {
@@ -234,6 +238,7 @@ type metricJob struct {
 	index int64         // this image's position in the batch
 	refs  *atomic.Int32 // jobs still using maps
 	keep  bool          // Options.KeepMaps
+	cvr   data.CVResize // Options.CVResize
 	out   chan<- metricResult
 }
 
@@ -245,7 +250,7 @@ type metricResult struct {
 // metricWorker reads each job's GT and scores its three maps with data.Evaluate.
 func metricWorker(jobs <-chan metricJob) {
 	for j := range jobs {
-		res, err := scoreMaps(j.im.Item, j.maps, j.index, j.keep)
+		res, err := scoreMaps(j.im.Item, j.maps, j.index, j.keep, j.cvr)
 		if j.keep && err == nil {
 			res.RGB = j.im.RGB
 		}
@@ -259,17 +264,15 @@ func metricWorker(jobs <-chan metricJob) {
 // scoreMaps scores the maps of image index of a batch's (3, N, h, w) maps against its GT; with
 // keep the GT and the maps are kept on the CPU in the result, outside every scope (the caller
 // frees them).
-func scoreMaps(it data.TestItem, maps *torch.Tensor, index int64, keep bool) (ImageResult, error) {
+func scoreMaps(it data.TestItem, maps *torch.Tensor, index int64, keep bool, cvr data.CVResize) (ImageResult, error) {
 	res := ImageResult{Item: it, Scores: map[string]data.Scores{}}
 	err := torch.NoGradScope(func(_ *torch.Scope) {
 		gt, err := data.LoadGT(it.GT)
-		if err != nil {
-			torch.Fail("evaluate", "%v", err)
-		}
+		torch.Raise(err)
 		for k, name := range Maps {
-			s, err := data.Evaluate(maps.Select(0, int64(k)).Select(0, index), gt)
+			s, err := data.EvaluateCV(maps.Select(0, int64(k)).Select(0, index), gt, cvr)
 			if err != nil {
-				torch.Fail("evaluate", "%s: %v", it.GT, err)
+				torch.Raise(fmt.Errorf("%s: %w", it.GT, err))
 			}
 			res.Scores[name] = s
 		}
@@ -283,8 +286,9 @@ func scoreMaps(it data.TestItem, maps *torch.Tensor, index int64, keep bool) (Im
 	})
 	if err != nil {
 		res.free()
+		return res, fmt.Errorf("evaluate: %w", err)
 	}
-	return res, err
+	return res, nil
 }
 
 // decodeAhead decodes the items' images in goroutines (at most workers at a time, each a bounded

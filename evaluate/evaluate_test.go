@@ -27,14 +27,18 @@ import (
 //     rounding, a few 1e-7 relative to the map's largest value. 1e-5 leaves room for other
 //     kernels (another CPU's SIMD width) without hiding a real difference (a wrong op shifts the
 //     maps by 1e-2 or more).
-//   - scoreRelTol: KLD, SIM and NSS. The released pipeline resizes with cv2.resize, whose
-//     bilinear weights are float32 even for float64 images; affgd resizes with libtorch's
-//     bilinear (the same half-pixel rule in float64). gen_eval records the gap as
-//     cv2_vs_torch_worst_rel (5.6e-7 on this set); a 1e-6 map difference moves the metrics by
-//     about as much again, so 1e-5 relative (1e-7 absolute for figures near 0, e.g. the
-//     all-zero GT's KLD and NSS, exactly 0 on both sides) is a bound with a 10x margin.
-//   - scoreTorchRelTol: the same figures with the reference's resizes done by torch as affgd
-//     does; only the maps' float32 rounding remains: 1e-5 as well, observed ~1e-7.
+//   - scoreRelTol: KLD, SIM and NSS. affgd computes the released metrics' arithmetic bit for
+//     bit (data.Evaluate, held to the released functions at 1e-9 in package data), so only the
+//     maps' float32 rounding (mapRelTol) reaches the figures: 1e-5 relative (1e-7 absolute for
+//     figures near 0, e.g. the all-zero GT's KLD, exactly 0 on both sides).
+//   - nssAbsTol: NSS is a mean of z-scores (O(1) each) over the fixation pixels, so a map
+//     difference moves it by an absolute amount, of the order of the map difference relative to
+//     the map's range after min-max (a few 1e-7 here: 2.1e-7 observed), however close to 0 the
+//     NSS itself is (one image's rem NSS is 0.0026, where 1.4e-7 is 5.6e-5 relative): 1e-6
+//     absolute, on top of scoreRelTol.
+//   - scoreTorchRelTol: the same figures with the reference's resizes done by torch instead of
+//     cv2 (what affgd computed before its metrics followed cv2): 1e-4, observed 5.5e-5 — a
+//     record of how close the two resizes are, not a parity bound.
 //
 // The JPEG test images must decode as PIL's libjpeg-turbo does (data.DecodeImage decodes with
 // libjpeg-turbo, data/jpeg.go); they are held to the same tolerances, and their worst
@@ -46,13 +50,14 @@ import (
 var (
 	mapRelTol        = testdev.Tol(1e-5)
 	scoreRelTol      = testdev.Tol(1e-5)
-	scoreTorchRelTol = testdev.Tol(1e-5)
+	scoreTorchRelTol = testdev.Tol(1e-4)
 )
 
 func TestMain(m *testing.M) { testdev.Main(m) }
 
 const (
 	scoreAbsTol = 1e-7
+	nssAbsTol   = 1e-6
 )
 
 type figures struct {
@@ -136,7 +141,7 @@ func rel(a, b, abs float64) float64 {
 }
 
 func scoresRel(got data.Scores, want figures) float64 {
-	return math.Max(rel(got.KLD, want.KLD, scoreAbsTol), math.Max(rel(got.SIM, want.SIM, scoreAbsTol), rel(got.NSS, want.NSS, scoreAbsTol)))
+	return math.Max(rel(got.KLD, want.KLD, scoreAbsTol), math.Max(rel(got.SIM, want.SIM, scoreAbsTol), rel(got.NSS, want.NSS, nssAbsTol)))
 }
 
 func figuresRel(got report.Figures, want figures) float64 {

@@ -1,6 +1,8 @@
 package torch_test
 
 import (
+	"errors"
+	"strings"
 	"sync"
 	"testing"
 
@@ -79,4 +81,93 @@ func TestScopeRules(t *testing.T) {
 	if err := torch.Try(func() { d.AddScalar(1) }); err == nil {
 		t.Fatal("use after Free gave no error")
 	}
+}
+
+// Keep takes only the tensors its scope holds: keeping an enclosing scope's tensor, keeping on a
+// scope that is not the innermost, or on a closed one, is an error (a *torch.Error under Try),
+// and changes nothing. A tensor in no scope needs no keeping.
+func TestScopeKeepForeignTensor(t *testing.T) {
+	outer := torch.NewScope()
+	defer outer.Close()
+	a := torch.Zeros([]int64{3})
+	free := torch.Escape(torch.Ones([]int64{2}))
+	defer free.Free()
+
+	inner := torch.NewScope()
+	own := torch.Ones([]int64{3})
+	for _, tc := range []struct {
+		name string
+		fn   func()
+	}{
+		{"an enclosing scope's tensor", func() { inner.Keep(a) }},
+		{"own and foreign at once", func() { inner.Keep(own, a) }},
+		{"on the enclosing scope", func() { outer.Keep(a) }},
+	} {
+		err := torch.Try(tc.fn)
+		var te *torch.Error
+		if !errors.As(err, &te) || te.Op != "scope_keep" {
+			t.Errorf("Keep %s: error %v, want a *torch.Error of scope_keep", tc.name, err)
+		}
+	}
+	if err := torch.Try(func() { inner.Keep(own, free) }); err != nil {
+		t.Errorf("Keep of its own tensor and of one in no scope: %v", err)
+	}
+	inner.Close()
+	if own.Released() || a.Released() {
+		t.Errorf("after inner close: kept tensor released %v, enclosing scope's tensor released %v (want both live)", own.Released(), a.Released())
+	}
+	// own moved to outer: outer may keep it now; the closed inner may not keep anything.
+	if err := torch.Try(func() { outer.Keep(own) }); err != nil {
+		t.Errorf("outer Keep of a tensor moved to it: %v", err)
+	}
+	if err := torch.Try(func() { inner.Keep(own) }); err == nil {
+		t.Error("Keep on a closed scope gave no error")
+	}
+}
+
+// Another goroutine's scope's tensor cannot be kept either.
+func TestScopeKeepOtherGoroutine(t *testing.T) {
+	got := make(chan *torch.Tensor)
+	release := make(chan struct{})
+	go func() {
+		s := torch.NewScope()
+		defer s.Close()
+		got <- torch.Ones([]int64{2})
+		<-release
+	}()
+	x := <-got
+	defer close(release)
+	s := torch.NewScope()
+	defer s.Close()
+	if err := torch.Try(func() { s.Keep(x) }); err == nil {
+		t.Error("Keep of another goroutine's scope's tensor gave no error")
+	}
+}
+
+// Closing scopes out of order inside Try is an error, not a crash, and leaves both scopes open
+// and closable in the right order.
+func TestScopeCloseOutOfOrder(t *testing.T) {
+	outer := torch.NewScope()
+	inner := torch.NewScope()
+	x := torch.Ones([]int64{2})
+	err := torch.Try(func() { outer.Close() })
+	var te *torch.Error
+	if !errors.As(err, &te) || te.Op != "scope_close" || !strings.Contains(err.Error(), "out of order") {
+		t.Fatalf("out-of-order Close: %v, want a *torch.Error of scope_close", err)
+	}
+	if x.Released() {
+		t.Error("the failed Close released the inner scope's tensor")
+	}
+	inner.Close()
+	outer.Close()
+	if !x.Released() {
+		t.Error("the scopes, closed in order, did not release")
+	}
+	// WithScope whose fn leaves a scope open returns an error instead of panicking.
+	var leaked *torch.Scope
+	err = torch.WithScope(func(*torch.Scope) { leaked = torch.NewScope() })
+	if !errors.As(err, &te) || te.Op != "scope_close" {
+		t.Errorf("WithScope with a scope left open: %v, want a *torch.Error of scope_close", err)
+	}
+	leaked.Close()
 }

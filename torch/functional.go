@@ -14,6 +14,7 @@ func Linear(x, w, b *Tensor) *Tensor {
 	var out C.at_tensor
 	defer runtime.KeepAlive(x)
 	defer runtime.KeepAlive(w)
+	defer runtime.KeepAlive(b)
 	check("linear", C.at_linear(hdl(x), hdl(w), hdl(b), &out))
 	return wrap(out)
 }
@@ -39,6 +40,7 @@ func Conv2d(x, w, b *Tensor, o Conv2dOptions) *Tensor {
 	var out C.at_tensor
 	defer runtime.KeepAlive(x)
 	defer runtime.KeepAlive(w)
+	defer runtime.KeepAlive(b)
 	check("conv2d", C.at_conv2d(hdl(x), hdl(w), hdl(b), (*C.int64_t)(&o.Stride[0]), (*C.int64_t)(&o.Padding[0]),
 		(*C.int64_t)(&o.Dilation[0]), C.int64_t(o.Groups), &out))
 	return wrap(out)
@@ -53,6 +55,7 @@ func BatchNorm(x, w, b, runningMean, runningVar *Tensor, training bool, momentum
 	defer runtime.KeepAlive(w)
 	defer runtime.KeepAlive(runningMean)
 	defer runtime.KeepAlive(runningVar)
+	defer runtime.KeepAlive(b)
 	check("batch_norm", C.at_batch_norm(hdl(x), hdl(w), hdl(b), hdl(runningMean), hdl(runningVar),
 		cBool(training), C.double(momentum), C.double(eps), &out))
 	return wrap(out)
@@ -64,6 +67,7 @@ func LayerNorm(x *Tensor, shape []int64, w, b *Tensor, eps float64) *Tensor {
 	var out C.at_tensor
 	defer runtime.KeepAlive(x)
 	defer runtime.KeepAlive(w)
+	defer runtime.KeepAlive(b)
 	check("layer_norm", C.at_layer_norm(hdl(x), p, n, hdl(w), hdl(b), C.double(eps), &out))
 	return wrap(out)
 }

@@ -208,6 +208,7 @@ func Einsum(equation string, ts ...*Tensor) *Tensor {
 func Cdist(a, b *Tensor, p float64) *Tensor {
 	var out C.at_tensor
 	defer runtime.KeepAlive(a)
+	defer runtime.KeepAlive(b)
 	check("cdist", C.at_cdist(hdl(a), hdl(b), C.double(p), &out))
 	return wrap(out)
 }

@@ -254,6 +254,7 @@ func Where(cond, a, b *Tensor) *Tensor {
 	var out C.at_tensor
 	defer runtime.KeepAlive(cond)
 	defer runtime.KeepAlive(a)
+	defer runtime.KeepAlive(b)
 	check("where", C.at_where(hdl(cond), hdl(a), hdl(b), &out))
 	return wrap(out)
 }

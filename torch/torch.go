@@ -43,15 +43,30 @@ import (
 )
 
 // abiVersion is the shim ABI this package was written against (AT_ABI_VERSION in affgd_torch.h).
-const abiVersion = 1
+const abiVersion = 2
 
-// Error is a failure reported by libtorch or by the shim, without the C++ backtrace.
+// Error is a failure reported by libtorch or by the shim, without the C++ backtrace, or (Err
+// set, made by [Raise]) another error carried through a panic of numerical code to its [Try].
 type Error struct {
 	Op  string // the operation that failed, e.g. "matmul"
 	Msg string // libtorch's message
+	Err error  // the cause, for errors.Is and errors.As (see Unwrap); nil for libtorch's own
 }
 
-func (e *Error) Error() string { return "torch: " + e.Op + ": " + e.Msg }
+func (e *Error) Error() string {
+	switch {
+	case e.Op == "" && e.Msg == "" && e.Err != nil:
+		return e.Err.Error()
+	case e.Err != nil && e.Msg == "":
+		return "torch: " + e.Op + ": " + e.Err.Error()
+	case e.Err != nil:
+		return "torch: " + e.Op + ": " + e.Msg + ": " + e.Err.Error()
+	}
+	return "torch: " + e.Op + ": " + e.Msg
+}
+
+// Unwrap returns the cause, so that errors.Is and errors.As see through a *Error.
+func (e *Error) Unwrap() error { return e.Err }
 
 // ErrABI is returned by [CheckABI] when the loaded shim was built from another header version.
 var ErrABI = errors.New("torch: the shim library libaffgd_torch.so does not match this Go package; rebuild it with `make build`")
@@ -69,6 +84,7 @@ func init() {
 		// Nothing in this package can work with a mismatched shim; fail at start-up, clearly.
 		panic(err)
 	}
+	fixMallocThreshold()
 }
 
 // errFrom converts an at_err into a Go error and frees the C string.
@@ -88,13 +104,16 @@ func check(op string, e C.at_err) {
 	}
 }
 
-// Try runs fn and returns the *Error that a tensor operation in fn panicked with, or nil.
-// Panics that are not *Error propagate unchanged.
+// Try runs fn and returns the *Error that a tensor operation in fn panicked with, or the error
+// fn passed to [Raise] (unchanged), or nil. Panics that are not *Error propagate unchanged.
 func Try(fn func()) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			if te, ok := r.(*Error); ok {
 				err = te
+				if te.Op == "" && te.Msg == "" && te.Err != nil {
+					err = te.Err
+				}
 				return
 			}
 			panic(r)
@@ -102,6 +121,15 @@ func Try(fn func()) (err error) {
 	}()
 	fn()
 	return nil
+}
+
+// Raise carries err, an error returned to numerical code running under [Try] (a model's
+// forward calling another package's exported function, say), to that Try, which returns err
+// itself: no text is added and errors.Is/As see the original. It does nothing for a nil err.
+func Raise(err error) {
+	if err != nil {
+		panic(&Error{Err: err})
+	}
 }
 
 // Fail panics with a *Error for op; code running under [Try] uses it to report a failure of its

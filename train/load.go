@@ -111,22 +111,19 @@ func newHead(k int64, seed uint64, d torch.Device) (*head.Head, error) {
 	var h *head.Head
 	err := torch.Try(func() {
 		g, err := torch.NewGenerator(seed, torch.CPU)
-		if err != nil {
-			torch.Fail("head", "%v", err)
-		}
+		torch.Raise(err)
 		h = head.New(k, g)
 		if d.IsCPU() {
 			return
 		}
 		gd, err := torch.NewGenerator(seed, d)
-		if err != nil {
-			torch.Fail("head", "%v", err)
-		}
+		torch.Raise(err)
 		on := head.New(k, gd, d)
-		if err := nn.Load(on, nn.StateDict(h), "initial head", nn.LoadOptions{}); err != nil {
-			torch.Fail("head", "%v", err)
-		}
+		torch.Raise(nn.Load(on, nn.StateDict(h), "initial head", nn.LoadOptions{}))
 		h = on
 	})
-	return h, err
+	if err != nil {
+		return nil, fmt.Errorf("head: %w", err)
+	}
+	return h, nil
 }

@@ -89,13 +89,10 @@ func (m *Model) prompts(labels []int64) (aff, exo []string) {
 	return aff, exo
 }
 
+// must returns v, or carries err (from another package's exported function) unchanged to the
+// Try of the exported function running this code (torch.Raise): no layer is named twice.
 func must[T any](v T, err error) T {
-	if err != nil {
-		if te, ok := err.(*torch.Error); ok {
-			panic(te)
-		}
-		panic(&torch.Error{Op: "train", Msg: err.Error()})
-	}
+	torch.Raise(err)
 	return v
 }
 

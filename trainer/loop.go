@@ -159,6 +159,9 @@ func (s epochSums) pscoreHist() *PScoreHist {
 // With resume it continues the run saved there (interrupted or finished with fewer epochs) to the
 // same result an uninterrupted run would give. When ctx ends, Run saves the state after the step
 // in progress and returns ErrInterrupted.
+// testModelHook, set only by tests, sees the model before training starts (to inject faults).
+var testModelHook func(*train.Model)
+
 func Run(ctx context.Context, cfg Config, resume bool, ui UI) error {
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -230,6 +233,9 @@ func Run(ctx context.Context, cfg Config, resume bool, ui UI) error {
 	}
 	if notice != "" {
 		ui.Log("tf32: " + notice)
+	}
+	if testModelHook != nil {
+		testModelHook(m)
 	}
 	groups := m.Head.ParamGroups(cfg.LR)
 	for i := range groups {
@@ -481,14 +487,10 @@ func (r *runner) step(b *data.Batch, p *progress, steps int) (StepStats, error) 
 	}
 	err := torch.WithScope(func(_ *torch.Scope) {
 		gen, err := torch.NewGenerator(stepSeed(r.cfg.Seed, p.Epoch, p.NextStep), r.dev)
-		if err != nil {
-			torch.Fail("train", "%v", err)
-		}
+		torch.Raise(err)
 		batch := train.Batch{Exo: b.Exo.To(r.dev), Ego: b.Ego.To(r.dev), Label: b.Label.To(r.dev)}
 		res, err := r.m.Forward(batch, train.Options{Epoch: p.Epoch, Discovery: r.disc, Gen: gen, Tau: r.cfg.Temperature, Gamma2: r.cfg.Gamma2, Weights: &r.cfg.LossWeights})
-		if err != nil {
-			torch.Fail("train", "%v", err)
-		}
+		torch.Raise(err)
 		r.opt.ZeroGrad()
 		loss := res.Loss.Item()
 		terms := map[string]*torch.Tensor{LossCEEgo: res.LCeEgo, LossCEExo: res.LCeExo, LossPix: res.LPix, LossProto: res.LProto}
@@ -498,8 +500,8 @@ func (r *runner) step(b *data.Batch, p *progress, steps int) (StepStats, error) 
 			}
 		}
 		if math.IsNaN(loss) || math.IsInf(loss, 0) {
-			torch.Fail("train", "the loss is %v (%s %v, %s %v, %s %v, %s %v; absent: weight 0); the step was not applied",
-				loss, LossCEEgo, st.Losses[LossCEEgo], LossCEExo, st.Losses[LossCEExo], LossPix, st.Losses[LossPix], LossProto, st.Losses[LossProto])
+			torch.Raise(fmt.Errorf("the loss is %v (%s %v, %s %v, %s %v, %s %v; absent: weight 0); the step was not applied",
+				loss, LossCEEgo, st.Losses[LossCEEgo], LossCEExo, st.Losses[LossCEExo], LossPix, st.Losses[LossPix], LossProto, st.Losses[LossProto]))
 		}
 		res.Loss.Backward()
 		r.opt.Step()

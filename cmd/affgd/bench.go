@@ -106,7 +106,7 @@ func benchOps(c *cli.Context) error {
 		torch.NoGrad(func() {
 			g, err := torch.NewGenerator(0, torch.CPU)
 			if err != nil {
-				torch.Fail("bench", "%v", err)
+				torch.Raise(err)
 			}
 			a, b := torch.Randn([]int64{1}, g).To(dev), torch.Randn([]int64{1}, g).To(dev)
 			m1, m2 := torch.Randn([]int64{384, 384}, g).To(dev), torch.Randn([]int64{384, 384}, g).To(dev)
@@ -189,38 +189,38 @@ func benchBackbones(c *cli.Context) error {
 	err = torch.WithScope(func(s *torch.Scope) {
 		g, err := torch.NewGenerator(0, torch.CPU)
 		if err != nil {
-			torch.Fail("bench", "%v", err)
+			torch.Raise(err)
 		}
 		// DINO is built on the device (its initialisation draws from a generator there); the
 		// weights' values do not change the time.
 		gd, err := torch.NewGenerator(0, dev)
 		if err != nil {
-			torch.Fail("bench", "%v", err)
+			torch.Raise(err)
 		}
 		vit, err := dino.New(dino.ViTS16(), gd, dev)
 		if err != nil {
-			torch.Fail("bench", "%v", err)
+			torch.Raise(err)
 		}
 		defer vit.Free()
 		cm, err := clip.New(clip.ViTB16(), g)
 		if err != nil {
-			torch.Fail("bench", "%v", err)
+			torch.Raise(err)
 		}
 		defer cm.Free()
 		if err := cm.To(dev); err != nil {
-			torch.Fail("bench", "%v", err)
+			torch.Raise(err)
 		}
 		x := torch.Randn([]int64{batch, 3, 224, 224}, g).To(dev)
 		median := func(fn func() error) float64 {
 			if err := fn(); err != nil { // warm-up
-				torch.Fail("bench", "%v", err)
+				torch.Raise(err)
 			}
 			var ts []float64
 			for i := 0; i < iters; i++ {
 				torch.Synchronize(dev)
 				t0 := time.Now()
 				if err := fn(); err != nil {
-					torch.Fail("bench", "%v", err)
+					torch.Raise(err)
 				}
 				torch.Synchronize(dev)
 				ts = append(ts, time.Since(t0).Seconds())
@@ -323,7 +323,7 @@ func benchStep(c *cli.Context) error {
 	err = torch.WithScope(func(s *torch.Scope) {
 		g, err := torch.NewGenerator(0, torch.CPU)
 		if err != nil {
-			torch.Fail("bench", "%v", err)
+			torch.Raise(err)
 		}
 		// Generators on the device each builder feeds: DINO and the head draw their
 		// initialisations there, CLIP is built on the CPU and moved once.
@@ -333,12 +333,12 @@ func benchStep(c *cli.Context) error {
 		}
 		vit, err := dino.New(dino.ViTS16(), gd, dev)
 		if err != nil {
-			torch.Fail("bench", "%v", err)
+			torch.Raise(err)
 		}
 		defer vit.Free()
 		cm, err := clip.New(clip.ViTB16(), g)
 		if err != nil {
-			torch.Fail("bench", "%v", err)
+			torch.Raise(err)
 		}
 		defer cm.Free()
 		if err := cm.To(dev); err != nil {
@@ -350,7 +350,7 @@ func benchStep(c *cli.Context) error {
 		}
 		opt, err := optim.NewSGD(m.Head.ParamGroups(train.BaseLR))
 		if err != nil {
-			torch.Fail("bench", "%v", err)
+			torch.Raise(err)
 		}
 		// The Python side's labels: (5·i) mod K.
 		labels := make([]int64, bsz)
@@ -364,7 +364,7 @@ func benchStep(c *cli.Context) error {
 		}
 		kg, err := torch.NewGenerator(0, dev) // draws the K-means initialisations, on the model's device
 		if err != nil {
-			torch.Fail("bench", "%v", err)
+			torch.Raise(err)
 		}
 		o := train.Options{Epoch: epoch, Discovery: discovery.DefaultOptions(), Gen: kg}
 		// Each round: the backbones (train.Model.Backbones), then the rest of the step from their
@@ -375,13 +375,13 @@ func benchStep(c *cli.Context) error {
 				t0 := time.Now()
 				f, err := m.Backbones(b)
 				if err != nil {
-					torch.Fail("bench", "%v", err)
+					torch.Raise(err)
 				}
 				torch.Synchronize(dev)
 				t1 := time.Now()
 				r, err := m.ForwardFeatures(b, f, o)
 				if err != nil {
-					torch.Fail("bench", "%v", err)
+					torch.Raise(err)
 				}
 				opt.ZeroGrad()
 				r.Loss.Backward()
@@ -390,7 +390,7 @@ func benchStep(c *cli.Context) error {
 				tb, tr = t1.Sub(t0).Seconds(), time.Since(t1).Seconds()
 			})
 			if err != nil {
-				torch.Fail("bench", "%v", err)
+				torch.Raise(err)
 			}
 			return tb, tr
 		}

@@ -447,6 +447,26 @@ func (c *cliEnv) testEval(t *testing.T) {
 		}
 	}
 
+	// --cv-resize generic: OpenCV's own resize arithmetic instead of IPP's; the same images, figures
+	// close to but not bit-equal to the default's (data's tests hold each to its reference).
+	r = c.mustRun(t, "eval", "--dataset", "agd20k-seen", "--data-root", c.root, "--checkpoint", c.checkpointTrain1,
+		"--vocab", c.voc, "--json", "--cv-resize", "generic")
+	var gen report.Summary
+	if err := json.Unmarshal([]byte(r.stdout), &gen); err != nil {
+		t.Fatalf("eval --cv-resize generic: %v\n%s", err, r.stdout)
+	}
+	differ := false
+	for _, m := range []string{"cam", "ree", "rem"} {
+		a, b := sum.Overall[m], gen.Overall[m]
+		if b.N != n || math.Abs(a.KLD-b.KLD) > 1e-3*math.Abs(a.KLD) || math.Abs(a.SIM-b.SIM) > 1e-3*math.Abs(a.SIM) {
+			t.Errorf("eval --cv-resize generic: %s %+v, default %+v", m, b, a)
+		}
+		differ = differ || a.KLD != b.KLD || a.SIM != b.SIM || a.NSS != b.NSS
+	}
+	if !differ {
+		t.Errorf("eval --cv-resize generic gave the default's figures bit for bit: %+v", gen.Overall)
+	}
+
 	r = c.mustRun(t, append([]string{"eval", "--dataset", "agd20k-seen", "--data-root", c.root, "--json"}, c.weights()...)...)
 	sum = report.Summary{}
 	if err := json.Unmarshal([]byte(r.stdout), &sum); err != nil {
@@ -704,6 +724,8 @@ func (c *cliEnv) testErrors(t *testing.T) {
 			[]string{`"holdd"`, "valid actions", "hold", "cut_with", "type_on"}, nil},
 		{"eval dataset typo", []string{"eval", "--dataset", "agd20k-sen", "--data-root", c.root, "--checkpoint", c.checkpointTrain1},
 			[]string{"agd20k-sen", "agd20k-seen", "hico-iif"}, nil},
+		{"eval unknown cv-resize", append([]string{"eval", "--dataset", "agd20k-seen", "--data-root", c.root, "--cv-resize", "opencv3"}, ckpt...),
+			[]string{"--cv-resize", `"opencv3"`, "ipp", "generic"}, nil},
 		{"eval missing data root", append([]string{"eval", "--dataset", "agd20k-seen", "--data-root", missing}, ckpt...),
 			[]string{missing}, nil},
 		{"train missing data root", trainArgs("--data-root", missing), []string{missing}, nil},

@@ -95,6 +95,7 @@ func evalCommand() *cli.Command {
 			&cli.IntFlag{Name: "workers", Usage: "image decoding goroutines (0 = one per CPU)"},
 			&cli.StringFlag{Name: "per-image", Usage: "also write every image's figures to this JSON-lines file"},
 			&cli.IntFlag{Name: "batch-size", Usage: "test images per forward (0 = the device's default); each image's figures equal batch 1's within 1e-6"},
+			&cli.StringFlag{Name: "cv-resize", Value: "ipp", Usage: "the cv2.resize arithmetic the metrics reproduce: ipp (opencv-python on x86-64, the released evaluation's) or generic (OpenCV without IPP)"},
 		),
 		Action: runEval,
 	}
@@ -112,6 +113,10 @@ func runEval(c *cli.Context) error {
 		if err := checkFlag(c, f.flag, f.key); err != nil {
 			return err
 		}
+	}
+	cvr, err := data.ParseCVResize(c.String("cv-resize"))
+	if err != nil {
+		return fmt.Errorf("--cv-resize: %w", err)
 	}
 	ts, err := data.OpenTest(c.String("data-root"), div)
 	if err != nil {
@@ -146,7 +151,7 @@ func runEval(c *cli.Context) error {
 	}
 	start := time.Now()
 	sum, err := evaluate.Run(m, ts, evaluate.Options{
-		Limit: c.Int("limit"), Workers: c.Int("workers"), Device: dev, BatchSize: c.Int("batch-size"),
+		Limit: c.Int("limit"), Workers: c.Int("workers"), Device: dev, BatchSize: c.Int("batch-size"), CVResize: cvr,
 		Progress: func(done, _ int) { _ = bar.Set(done) },
 		KeepMaps: rep != nil,
 		PerImage: func(r evaluate.ImageResult) {

@@ -20,7 +20,7 @@ func infoCommand() *cli.Command {
 				// A least-squares fit by gradient descent: exercises ops, autograd and scopes.
 				g, err := torch.NewGenerator(0, torch.CPU)
 				if err != nil {
-					torch.Fail("info", "%v", err)
+					torch.Raise(err)
 				}
 				x := torch.Randn([]int64{64, 3}, g)
 				wTrue := torch.FromSlice([]float32{1.5, -2, 0.5}, 3, 1)

@@ -168,7 +168,7 @@ func runPredict(c *cli.Context) error {
 			for i, p := range batch {
 				x, err := data.TestTransform(imgs[i], size)
 				if err != nil {
-					torch.Fail("predict", "%s: %v", p, err)
+					torch.Raise(fmt.Errorf("%s: %w", p, err))
 				}
 				xs[i], labels[i] = x, label
 			}
@@ -179,9 +179,9 @@ func runPredict(c *cli.Context) error {
 			maps, err := m.Infer(train.Batch{Ego: x, Label: torch.FromSliceOn(labels, dev, int64(len(labels)))})
 			if err != nil {
 				if len(batch) == 1 {
-					torch.Fail("predict", "%s: %v", batch[0], err)
+					torch.Raise(fmt.Errorf("%s: %w", batch[0], err))
 				}
-				torch.Fail("predict", "the batch of %d images from %s (--batch-size %d; try a smaller one if memory ran out): %v", len(batch), batch[0], bs, err)
+				torch.Raise(fmt.Errorf("the batch of %d images from %s (--batch-size %d; try a smaller one if memory ran out): %w", len(batch), batch[0], bs, err))
 			}
 			// One copy to host memory per batch: (3, N, h, w).
 			all := torch.Stack([]*torch.Tensor{maps.CAM, maps.REE, maps.REM}, 0).To(torch.CPU)
@@ -191,7 +191,7 @@ func runPredict(c *cli.Context) error {
 					err := rep.Add(gallery.Item{Name: p, Class: action}, imgs[i], nil, map[string]*torch.Tensor{
 						"cam": all.Select(0, 0).Select(0, int64(i)), "ree": all.Select(0, 1).Select(0, int64(i)), "rem": all.Select(0, 2).Select(0, int64(i))})
 					if err != nil {
-						torch.Fail("predict", "--report: %v", err)
+						torch.Raise(fmt.Errorf("--report: %w", err))
 					}
 				}
 				rgb := torch.FromBytes(imgs[i].Pix, torch.Uint8, []int64{int64(imgs[i].H), int64(imgs[i].W), 3}, torch.CPU)
@@ -199,14 +199,14 @@ func runPredict(c *cli.Context) error {
 					heat := all.Select(0, int64(k)).Select(0, int64(i)).Contiguous()
 					base := filepath.Join(out, fmt.Sprintf("%s_%s_%s", stem, action, name))
 					if err := npy.SaveTensor(base+".npy", heat); err != nil {
-						torch.Fail("predict", "%v", err)
+						torch.Raise(err)
 					}
 					ov, err := report.Overlay(rgb, heat, c.Float64("alpha"))
 					if err != nil {
-						torch.Fail("predict", "%s: %v", p, err)
+						torch.Raise(fmt.Errorf("%s: %w", p, err))
 					}
 					if err := report.WritePNG(base+".png", ov); err != nil {
-						torch.Fail("predict", "%v", err)
+						torch.Raise(err)
 					}
 				}
 				fmt.Printf("%s: %s/%s_%s_{cam,ree,rem}.{png,npy}\n", p, out, stem, action)

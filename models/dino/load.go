@@ -206,9 +206,7 @@ func InferConfig(sd map[string]*torch.Tensor, heads int64) (Config, error) {
 	var cfg Config
 	err := torch.Try(func() {
 		pe, err := shape("patch_embed.proj.weight", 4)
-		if err != nil {
-			torch.Fail("config", "%v", err)
-		}
+		torch.Raise(err)
 		if pe[2] != pe[3] {
 			torch.Fail("config", "patch_embed.proj.weight has shape %v: the patch is not square", pe)
 		}
@@ -228,18 +226,14 @@ func InferConfig(sd map[string]*torch.Tensor, heads int64) (Config, error) {
 			torch.Fail("config", "no blocks.N.* keys")
 		}
 		pos, err := shape("pos_embed", 3)
-		if err != nil {
-			torch.Fail("config", "%v", err)
-		}
+		torch.Raise(err)
 		g := int64(math.Round(math.Sqrt(float64(pos[1] - 1))))
 		if g*g != pos[1]-1 || g == 0 {
 			torch.Fail("config", "pos_embed has shape %v: %d patch positions do not form a square grid", pos, pos[1]-1)
 		}
 		cfg.ImgSize = g * cfg.PatchSize
 		fc1, err := shape("blocks.0.mlp.fc1.weight", 2)
-		if err != nil {
-			torch.Fail("config", "%v", err)
-		}
+		torch.Raise(err)
 		cfg.MLPRatio = float64(fc1[0]) / float64(cfg.EmbedDim)
 		_, cfg.QKVBias = sd["blocks.0.attn.qkv.bias"]
 	})
@@ -248,7 +242,7 @@ func InferConfig(sd map[string]*torch.Tensor, heads int64) (Config, error) {
 		if errors.As(err, &te) && te.Op == "config" {
 			return Config{}, errors.New("dino: " + te.Msg)
 		}
-		return Config{}, err
+		return Config{}, fmt.Errorf("dino: %w", err)
 	}
 	if err := cfg.Validate(); err != nil {
 		return Config{}, err

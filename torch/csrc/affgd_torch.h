@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever a signature in this header changes; the Go package checks it at start-up. */
-#define AT_ABI_VERSION 1
+#define AT_ABI_VERSION 2
 
 typedef struct at_box *at_tensor;
 typedef struct at_gen_box *at_generator;
@@ -105,7 +105,11 @@ void at_reset_counters(void);
 void at_scope_enter(void);
 at_err at_scope_exit(void);
 int at_scope_depth(void);
-void at_scope_keep(at_tensor t);
+/* The innermost open scope's id on this thread (unique in the process), 0 with none. */
+uint64_t at_scope_id(void);
+/* Exempts t from the innermost scope's release. An error if another scope holds t (an enclosing
+ * one, or a scope of another thread); nothing to do for a handle in no scope. */
+at_err at_scope_keep(at_tensor t);
 /* The handle leaves its scope for good: no scope will release it (its owner frees it). */
 void at_scope_escape(at_tensor t);
 void at_release(at_tensor t); /* frees the storage now; idempotent */

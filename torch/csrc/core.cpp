@@ -21,6 +21,9 @@ std::atomic<int64_t> g_bytes{0};
 
 // The scopes open on this OS thread, innermost last.
 thread_local std::vector<std::vector<at_box *>> t_scopes;
+// Their ids (parallel to t_scopes): unique over the process, so a handle knows which scope holds it.
+thread_local std::vector<uint64_t> t_scope_ids;
+std::atomic<uint64_t> g_next_scope{1};
 
 void unref(at_box *b) {
   if (b->refs.fetch_sub(1) == 1) delete b;
@@ -47,6 +50,7 @@ at_tensor wrap(at::Tensor t) {
   if (!t_scopes.empty()) {
     b->refs.store(2);
     t_scopes.back().push_back(b);
+    b->scope.store(t_scope_ids.back());
   }
   return b;
 }
@@ -250,19 +254,25 @@ at_err at_cuda_mem_info(int device, int64_t *free_bytes, int64_t *total_bytes) {
 
 // ---- lifetime ----
 
-void at_scope_enter(void) { t_scopes.emplace_back(); }
+void at_scope_enter(void) {
+  t_scopes.emplace_back();
+  t_scope_ids.push_back(g_next_scope.fetch_add(1));
+}
 
 at_err at_scope_exit(void) {
   if (t_scopes.empty()) return affgd::dup_string("scope exit without a matching enter on this thread");
   std::vector<at_box *> boxes = std::move(t_scopes.back());
   t_scopes.pop_back();
+  t_scope_ids.pop_back();
   for (at_box *b : boxes) {
     if (b->kept) {
       b->kept = false;
       if (!b->escaped && !t_scopes.empty()) {
         t_scopes.back().push_back(b);  // the scope's reference moves to the parent
+        b->scope.store(t_scope_ids.back());
         continue;
       }
+      b->scope.store(0);
     } else {
       at_release(b);
     }
@@ -275,13 +285,24 @@ void at_scope_escape(at_tensor t) {
   if (t) {
     t->kept = true;
     t->escaped = true;
+    t->scope.store(0);
   }
 }
 
 int at_scope_depth(void) { return static_cast<int>(t_scopes.size()); }
 
-void at_scope_keep(at_tensor t) {
-  if (t) t->kept = true;
+uint64_t at_scope_id(void) { return t_scope_ids.empty() ? 0 : t_scope_ids.back(); }
+
+at_err at_scope_keep(at_tensor t) {
+  if (!t) return nullptr;
+  uint64_t s = t->scope.load();
+  if (s == 0) return nullptr;  // in no scope (made outside one, or escaped): nothing releases it
+  if (t_scope_ids.empty() || s != t_scope_ids.back())
+    return affgd::dup_string(
+        "the tensor belongs to another scope (an enclosing one, or another goroutine's): a scope "
+        "keeps only tensors created while it is the innermost open scope");
+  t->kept = true;
+  return nullptr;
 }
 
 void at_release(at_tensor b) {

@@ -19,6 +19,7 @@ struct at_box {
   std::atomic<int> refs{1};
   bool kept = false;     // touched only on the thread whose scope holds the box
   bool escaped = false;  // kept, and not handed to the parent scope either
+  std::atomic<uint64_t> scope{0};  // id of the scope holding the box; 0: none (at_scope_keep checks it)
 };
 
 struct at_gen_box {
