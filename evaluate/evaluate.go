@@ -32,7 +32,7 @@ type Options struct {
 	// KeepMaps hands PerImage each image's decoded pixels, GT and maps too (ImageResult.RGB, GT,
 	// Maps), for reports that draw them; Run frees those tensors when PerImage returns.
 	KeepMaps bool
-	CVResize  data.CVResize         // which cv2.resize arithmetic the metrics reproduce (default: IPP, the released stack's)
+	CVResize data.CVResize // which cv2.resize arithmetic the metrics reproduce (default: IPP, the released stack's)
 }
 
 // DefaultBatchSize is the batch size of an evaluation on d when Options.BatchSize is 0 (config
