@@ -20,7 +20,7 @@ GENERATORS := $(wildcard tests/*/gen_*.py)
 # One stamp per generator: tests/testdata/<suite>/.stamp, remade when its script changes.
 STAMPS := $(foreach g,$(GENERATORS),$(TESTDATA)/$(notdir $(patsubst %/,%,$(dir $(g))))/.stamp)
 
-.PHONY: deps build shim test testdata bench demo clean cuda-check cuda-bundle FORCE
+.PHONY: deps build shim test testdata bench demo clean gpu-check gpu-bundle FORCE
 FORCE:
 
 deps:
@@ -72,15 +72,18 @@ bench: build testdata
 demo: build
 	scripts/demo.sh
 
-# Prebuilt Go test binaries for scripts/cuda-check.sh on a CUDA machine without Go.
-cuda-bundle: build testdata
-	go test -c -o bin/torch.test ./torch/
-	go test -c -o bin/optim.test ./torch/optim/
-	go test -c -o bin/dino.test ./models/dino/
-	go test -c -o bin/clip.test ./models/clip/
+# What scripts/gpu-check.sh needs on a machine with PyTorch+CUDA+cmake+g++ but no Go and no
+# network, under gpu-bundle/ (ignored, never committed): the Go test binaries of the computing
+# packages, bin/affgd, the reference data that fits, the released checkout and the pure-Python
+# packages the released code and the generators import (scripts/gpu-bundle.sh says what and why).
+# RELEASED_MIRROR is the git mirror of hynnsk/SelectiveCL.
+RELEASED_MIRROR ?= /work/.mirror/hynnsk+SelectiveCL/repo
+gpu-bundle: build testdata
+	RELEASED_MIRROR=$(RELEASED_MIRROR) VENV=$(VENV) scripts/gpu-bundle.sh
 
-cuda-check:
-	scripts/cuda-check.sh
+# On the GPU machine (or here with ARGS="--device cpu --quick"): see scripts/gpu-check.sh.
+gpu-check:
+	scripts/gpu-check.sh $(ARGS)
 
 clean:
 	rm -rf $(BUILD) bin $(TESTDATA)

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/affgd/affgd/discovery"
+	"github.com/affgd/affgd/internal/testdev"
 	"github.com/affgd/affgd/internal/testref"
 	"github.com/affgd/affgd/torch"
 	"github.com/affgd/affgd/torch/nn"
@@ -35,17 +36,9 @@ const rtol = 1e-5
 
 func dataDir(t testing.TB) string { return testref.Dir(t, "discovery") }
 
-func device(t testing.TB) torch.Device {
-	t.Helper()
-	d, err := torch.ParseDevice(testref.Device())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := torch.CheckDevice(d); err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
+// device is the test device ($AFFGD_TEST_DEVICE, internal/testdev: TF32 off on CUDA; a device
+// that cannot be used fails the test with one line).
+func device(t testing.TB) torch.Device { return testdev.Device(t) }
 
 // refFile holds one reference file's tensors.
 type refFile struct {
@@ -532,3 +525,7 @@ func TestErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestMain checks $AFFGD_TEST_DEVICE first (internal/testdev): a device that cannot be used stops
+// the suite with one line instead of a run on another device.
+func TestMain(m *testing.M) { testdev.Main(m) }

@@ -105,6 +105,9 @@ type Options struct {
 	// VocabSource is the CLIP vocabulary to copy into DIR/weights; "" means
 	// tokenizer.DefaultVocabPath(), and when that is "" too, the copy embedded in affgd.
 	VocabSource string `json:"-"`
+	// FullSize writes full-size random backbones (DINO ViT-S/16, CLIP ViT-B/16, in the published
+	// formats) instead of the tiny ones, for timing and device checks at the real model size.
+	FullSize bool `json:"full_size,omitempty"`
 }
 
 // DefaultOptions is the embedded default dataset: 4 actions × 2 objects, 6 exocentric, 3
@@ -277,19 +280,27 @@ func Write(dir string, o Options) (*Result, error) {
 		}
 	}
 
-	res.DINO = filepath.Join(dir, "weights", DINOFile)
-	res.CLIP = filepath.Join(dir, "weights", CLIPFile)
+	dinoFile, clipFile := DINOFile, CLIPFile
+	if o.FullSize {
+		dinoFile, clipFile = "dino_vits16.pth", "clip_vitb16.pt"
+	}
+	res.DINO = filepath.Join(dir, "weights", dinoFile)
+	res.CLIP = filepath.Join(dir, "weights", clipFile)
 	if err := os.MkdirAll(filepath.Dir(res.DINO), 0o755); err != nil {
 		return nil, fmt.Errorf("synth: cannot create the weights folder: %w", err)
 	}
-	if err := dino.WriteRandom(res.DINO, TinyDINO(), o.Seed+1); err != nil {
+	dcfg, ccfg := TinyDINO(), TinyCLIP()
+	if o.FullSize {
+		dcfg, ccfg = dino.ViTS16(), clip.ViTB16()
+	}
+	if err := dino.WriteRandom(res.DINO, dcfg, o.Seed+1); err != nil {
 		return nil, fmt.Errorf("synth: writing the tiny DINO: %w", err)
 	}
-	w.files = append(w.files, filepath.Join("weights", DINOFile))
-	if err := clip.WriteRandom(res.CLIP, TinyCLIP(), o.Seed+2, clip.FormatTorchScript); err != nil {
+	w.files = append(w.files, filepath.Join("weights", dinoFile))
+	if err := clip.WriteRandom(res.CLIP, ccfg, o.Seed+2, clip.FormatTorchScript); err != nil {
 		return nil, fmt.Errorf("synth: writing the tiny CLIP: %w", err)
 	}
-	w.files = append(w.files, filepath.Join("weights", CLIPFile))
+	w.files = append(w.files, filepath.Join("weights", clipFile))
 	src := o.VocabSource
 	if src == "" {
 		src = tokenizer.DefaultVocabPath()

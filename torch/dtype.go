@@ -104,12 +104,21 @@ func CheckDevice(d Device) error {
 		return nil
 	}
 	if !CUDAIsAvailable() {
-		return fmt.Errorf("torch: device %s requested, but CUDA is not available (no GPU, no driver, or a CPU-only libtorch)", d)
+		return fmt.Errorf("torch: device %s requested, but CUDA is not available here (no GPU, no driver, or a CPU-only libtorch): the only device is cpu", d)
 	}
 	if n := CUDADeviceCount(); d.Index() >= n {
-		return fmt.Errorf("torch: device %s requested, but only %d CUDA device(s) are present", d, n)
+		return fmt.Errorf("torch: device %s requested, but this machine has %d CUDA device(s): %s", d, n, strings.Join(Devices(), ", "))
 	}
 	return nil
+}
+
+// Devices lists the devices this machine offers: "cpu", then "cuda:0", "cuda:1", ...
+func Devices() []string {
+	out := []string{"cpu"}
+	for i := 0; i < CUDADeviceCount(); i++ {
+		out = append(out, CUDA(i).String())
+	}
+	return out
 }
 
 // Option sets the dtype or device of a created tensor; [DType] and [Device] are Options.

@@ -6,6 +6,7 @@ package torch_test
 // the Go API and compares. See gen_ops.py for the file format.
 
 import (
+	"github.com/affgd/affgd/internal/testdev"
 	"github.com/affgd/affgd/internal/testref"
 	"slices"
 
@@ -1426,8 +1427,10 @@ func TestParityOps(t *testing.T) {
 	}
 }
 
-// TestMain turns TF32 off so that CUDA runs compare full float32 arithmetic with the reference.
+// TestMain turns TF32 off so that CUDA runs compare full float32 arithmetic with the reference,
+// and checks $AFFGD_TEST_DEVICE first (internal/testdev: an unusable device stops the suite with
+// one line).
 func TestMain(m *testing.M) {
 	torch.SetAllowTF32(false, false)
-	os.Exit(m.Run())
+	testdev.Main(m)
 }

@@ -11,7 +11,8 @@ import "runtime"
 // draws the same numbers as PyTorch's global CPU generator after torch.manual_seed(s). A nil
 // *Generator stands for libtorch's global generator.
 type Generator struct {
-	g C.at_generator
+	g   C.at_generator
+	dev Device
 }
 
 // NewGenerator returns a generator on device d seeded with seed.
@@ -20,9 +21,18 @@ func NewGenerator(seed uint64, d Device) (*Generator, error) {
 	if err := errFrom("generator", C.at_generator_new(C.uint64_t(seed), C.int(d.Index()), &g)); err != nil {
 		return nil, err
 	}
-	gen := &Generator{g: g}
+	gen := &Generator{g: g, dev: d}
 	runtime.AddCleanup(gen, func(g C.at_generator) { C.at_generator_free(g) }, g)
 	return gen, nil
+}
+
+// Device is the device the generator draws for (the CPU for nil, libtorch's global CPU
+// generator).
+func (g *Generator) Device() Device {
+	if g == nil {
+		return CPU
+	}
+	return g.dev
 }
 
 func (g *Generator) handle() C.at_generator {

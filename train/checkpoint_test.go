@@ -429,10 +429,11 @@ func stepOnce(t *testing.T, m *Model, opt *optim.SGD, g *torch.Generator, i int,
 	t.Helper()
 	err := torch.WithScope(func(*torch.Scope) {
 		bg, _ := torch.NewGenerator(uint64(100+i), torch.CPU)
+		d := m.DINO.Device() // the batch goes where the model is
 		b := Batch{
-			Exo:   torch.Randn([]int64{2, 3, 3, 64, 64}, bg),
-			Ego:   torch.Randn([]int64{2, 3, 64, 64}, bg),
-			Label: torch.FromSlice([]int64{int64(3 * i), int64(3*i + 7)}),
+			Exo:   torch.Randn([]int64{2, 3, 3, 64, 64}, bg).To(d),
+			Ego:   torch.Randn([]int64{2, 3, 64, 64}, bg).To(d),
+			Label: torch.FromSlice([]int64{int64(3 * i), int64(3*i + 7)}).To(d),
 		}
 		res, err := m.Forward(b, Options{Epoch: epoch, Discovery: discovery.DefaultOptions(), Gen: g})
 		if err != nil {

@@ -234,6 +234,11 @@ func (m *Model) rest(b Batch, f *Features, o Options) *Result {
 	}
 
 	// 7. Selective part discovery; 8. masks and backgrounds (both only for the prototypical loss).
+	// The K-means draws come from o.Gen, which must be on the model's device (a CUDA draw from a
+	// CPU generator is an error deep inside libtorch).
+	if o.Gen != nil && o.Gen.Device() != dEgo.Key.Device() {
+		torch.Fail("train", "the K-means generator is on %s but the model on %s: create it on the model's device", o.Gen.Device(), dEgo.Key.Device())
+	}
 	dEgoMap, dExoMap := channelsFirst(dEgo.Key, h, w), channelsFirst(dExo.Key, h, w)
 	var disc *discovery.Result
 	var bgEgo, bgExo *torch.Tensor

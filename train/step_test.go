@@ -7,6 +7,7 @@ import (
 
 	"github.com/affgd/affgd/data"
 	"github.com/affgd/affgd/discovery"
+	"github.com/affgd/affgd/internal/testdev"
 	"github.com/affgd/affgd/internal/testref"
 	"github.com/affgd/affgd/models/clip"
 	"github.com/affgd/affgd/models/dino"
@@ -31,18 +32,59 @@ func tinyModel(t *testing.T) *train.Model {
 		t.Fatal(err)
 	}
 	m, err := train.Load(train.Files{DINO: filepath.Join(dir, "dino.pth"), CLIP: filepath.Join(dir, "clip.pt"),
-		Vocab: filepath.Join(testref.Dir(t, "tokenizer"), "bpe_simple_vocab_16e6.txt.gz"), Divide: data.HICO, Seed: 3})
+		Vocab: filepath.Join(testref.Dir(t, "tokenizer"), "bpe_simple_vocab_16e6.txt.gz"), Divide: data.HICO, Seed: 3, Device: testdev.Device(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return m
 }
 
+// batch draws a random batch on g's device.
 func batch(g *torch.Generator, b, e int64) train.Batch {
+	d := g.Device()
 	return train.Batch{
-		Exo:   torch.Randn([]int64{b, e, 3, 64, 64}, g),
-		Ego:   torch.Randn([]int64{b, 3, 64, 64}, g),
-		Label: torch.Randint(0, 10, []int64{b}, g),
+		Exo:   torch.Randn([]int64{b, e, 3, 64, 64}, g, d),
+		Ego:   torch.Randn([]int64{b, 3, 64, 64}, g, d),
+		Label: torch.Randint(0, 10, []int64{b}, g, d),
+	}
+}
+
+// TestStepStaysOnTheModelsDevice runs a step and inference with the model, the batch and the
+// K-means generator on the test device and checks that every tensor the step returns is on that
+// device, so no CPU constant meets a CUDA tensor (run with AFFGD_TEST_DEVICE=cuda:0 on a GPU; on
+// the CPU it exercises the same device-parameterised path), and that a generator on another
+// device than the model is refused with a message naming both.
+func TestStepStaysOnTheModelsDevice(t *testing.T) {
+	m := tinyModel(t)
+	dev := testdev.Device(t)
+	g, err := torch.NewGenerator(7, dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = torch.WithScope(func(*torch.Scope) {
+		for epoch := 0; epoch < 2; epoch++ {
+			d, err := m.DebugStep(batch(g, 2, 3), train.Options{Epoch: epoch, Discovery: discovery.DefaultOptions(), Gen: g})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for name, x := range d.Arrays {
+				if x.Device() != dev {
+					t.Errorf("epoch %d: %s is on %s, the model on %s", epoch, name, x.Device(), dev)
+				}
+			}
+		}
+		mp, err := m.Infer(batch(g, 2, 3))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, x := range map[string]*torch.Tensor{"cam": mp.CAM, "ree": mp.REE, "rem": mp.REM} {
+			if x.Device() != dev {
+				t.Errorf("infer: %s is on %s, the model on %s", name, x.Device(), dev)
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -55,7 +97,7 @@ func TestStepsRunWithFlatMemory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, _ := torch.NewGenerator(5, torch.CPU)
+	g, _ := torch.NewGenerator(5, testdev.Device(t))
 	before := m.Head.AffProj.FC1.Weight.Detach().Clone().Float32s()
 	var live []int64
 	for step := 0; step < 6; step++ {
@@ -109,7 +151,7 @@ func TestStepsRunWithFlatMemory(t *testing.T) {
 // TestStepRejectsBadBatches checks that malformed batches are errors naming the problem.
 func TestStepRejectsBadBatches(t *testing.T) {
 	m := tinyModel(t)
-	g, _ := torch.NewGenerator(1, torch.CPU)
+	g, _ := torch.NewGenerator(1, testdev.Device(t))
 	for _, c := range []struct {
 		name string
 		b    func() train.Batch

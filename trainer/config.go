@@ -54,6 +54,9 @@ type Config struct {
 	Workers  int    `yaml:"workers"`  // image decoding goroutines; 0 = number of CPUs
 	Prefetch int    `yaml:"prefetch"` // batches prepared ahead of the model
 	Seed     uint64 `yaml:"seed"`     // head initialisation, shuffling, augmentation, K-means draws
+	// Deterministic turns on libtorch's deterministic algorithms and cuDNN's deterministic mode
+	// (torch.SetDeterministic; docs/CONFIG.md says what becomes reproducible and its cost).
+	Deterministic bool `yaml:"deterministic"`
 
 	// Optimisation (METHOD.md §4.12).
 	Epochs      int     `yaml:"epochs"`

@@ -168,6 +168,14 @@ func Run(ctx context.Context, cfg Config, resume bool, ui UI) error {
 	if err := torch.CheckDevice(dev); err != nil {
 		return fmt.Errorf("device %q: %w", cfg.Device, err)
 	}
+	if cfg.Deterministic {
+		// cuBLAS reads its workspace setting at its first use: set before any CUDA work.
+		if os.Getenv(torch.DeterministicEnv) == "" {
+			os.Setenv(torch.DeterministicEnv, torch.DeterministicEnvValue)
+		}
+		torch.SetDeterministic(true)
+		defer torch.SetDeterministic(false)
+	}
 	if cfg.Threads > 0 {
 		if err := torch.SetNumThreads(cfg.Threads); err != nil {
 			return err
@@ -256,7 +264,7 @@ func Run(ctx context.Context, cfg Config, resume bool, ui UI) error {
 
 // resumeMayChange are the keys a resumed run may change: they only concern the machine, where the
 // run lives, how often it saves, and how long it runs.
-var resumeMayChange = []string{"out_dir", "device", "threads", "workers", "prefetch", "epochs", "test_limit", "state_every_minutes"}
+var resumeMayChange = []string{"out_dir", "device", "threads", "workers", "prefetch", "epochs", "deterministic", "test_limit", "state_every_minutes"}
 
 // checkResume refuses to overwrite a run unless resuming, and to resume a run with another
 // configuration than its config.yaml's or its state.pt's (the keys of resumeMayChange may differ).
@@ -381,6 +389,9 @@ func (r *runner) epoch(ctx context.Context, p *progress) error {
 		st, err := r.step(b, p, steps)
 		b.Release()
 		if err != nil {
+			if oe, ok := torch.AsOutOfMemory(err); ok {
+				return r.outOfMemory(p, oe)
+			}
 			return fmt.Errorf("epoch %d step %d: %w", p.Epoch+1, p.NextStep+1, err)
 		}
 		r.ui.Step(st)
@@ -443,6 +454,11 @@ func (r *runner) epoch(ctx context.Context, p *progress) error {
 // step runs one training step on a loader batch and adds its figures to the epoch's sums.
 func (r *runner) step(b *data.Batch, p *progress, steps int) (StepStats, error) {
 	st := StepStats{Epoch: p.Epoch, Step: p.NextStep, Steps: steps, Losses: map[string]float64{}}
+	if stepFault != nil {
+		if err := stepFault(p.Epoch, p.NextStep); err != nil {
+			return st, err
+		}
+	}
 	err := torch.WithScope(func(_ *torch.Scope) {
 		gen, err := torch.NewGenerator(stepSeed(r.cfg.Seed, p.Epoch, p.NextStep), r.dev)
 		if err != nil {
@@ -495,6 +511,25 @@ func (r *runner) step(b *data.Batch, p *progress, steps int) (StepStats, error) 
 	st.AccEgo = 100 * float64(s.CorrectEgo) / float64(s.Samples)
 	st.AccExo = 100 * float64(s.CorrectExo) / float64(s.Samples)
 	return st, nil
+}
+
+// stepFault, when set (by tests), runs before each training step; an error it returns is the
+// step's, as if libtorch had raised it (a CUDA out-of-memory error cannot be provoked on a machine
+// without a GPU).
+var stepFault func(epoch, step int) error
+
+// outOfMemory is the one-line error of a training step that ran out of device memory. Nothing of
+// the step was applied and nothing on disk was touched: last.pth and state.pt are those of the
+// last finished epoch (or of an interruption), from which --resume continues.
+func (r *runner) outOfMemory(p *progress, oe *torch.OutOfMemoryError) error {
+	saved := "no checkpoint was written yet"
+	if _, err := os.Stat(r.statePath); err == nil {
+		saved = fmt.Sprintf("%s and %s in %s are intact: --resume continues from them", LastFile, StateFile, r.cfg.OutDir)
+	}
+	return fmt.Errorf("epoch %d step %d: out of memory on %s with batch_size %d (num_exo %d, crop_size %d): %s requested, %s free of %s; "+
+		"lower batch_size or crop_size (a new run), or free the device; %s",
+		p.Epoch+1, p.NextStep+1, r.dev, r.cfg.BatchSize, r.cfg.NumExo, r.cfg.CropSize,
+		torch.FormatBytes(oe.Requested), torch.FormatBytes(oe.Free), torch.FormatBytes(oe.Cap), saved)
 }
 
 func (r *runner) saveState(p *progress) error {

@@ -16,6 +16,7 @@ import (
 	"github.com/affgd/affgd/data"
 	"github.com/affgd/affgd/evaluate"
 	"github.com/affgd/affgd/internal/runlock"
+	"github.com/affgd/affgd/internal/testdev"
 	"github.com/affgd/affgd/internal/testref"
 	"github.com/affgd/affgd/synth"
 	"github.com/affgd/affgd/torch"
@@ -85,8 +86,14 @@ func smallConfig(t *testing.T, s *synth.Result) Config {
 	c.ResizeSize, c.CropSize = 72, 64
 	c.BatchSize, c.Epochs, c.MaxSteps, c.TestLimit = 4, 2, 3, 4
 	c.Workers = 2
+	// The test device ($AFFGD_TEST_DEVICE); on CUDA with deterministic algorithms, so that the
+	// resumed run can equal the uninterrupted one bit for bit (docs/CONFIG.md, deterministic).
+	c.Device = testdev.Device(t).String()
+	c.Deterministic = testdev.IsCUDA()
 	return c
 }
+
+func TestMain(m *testing.M) { testdev.Main(m) }
 
 // An interrupted run resumed gives the uninterrupted run's weights, log and state.
 func TestResumeEqualsUninterrupted(t *testing.T) {
@@ -386,5 +393,58 @@ func TestRunHoldsFlatMemory(t *testing.T) {
 		if live[i] != live[1] {
 			t.Fatalf("live tensors grow from epoch to epoch: %v", live)
 		}
+	}
+}
+
+// A CUDA out-of-memory error in a step (simulated with libtorch's message: it cannot be provoked
+// without a GPU) gives one line naming the batch size and the memory requested and free, leaves
+// the last checkpoint and state as they were, and --resume then finishes the run.
+func TestOutOfMemoryKeepsTheLastCheckpoint(t *testing.T) {
+	s := smallSynth(t)
+	cfg := smallConfig(t, s)
+	const msg = "CUDA out of memory. Tried to allocate 1.50 GiB. GPU 0 has a total capacity of 79.15 GiB of which 512.00 MiB is free. " +
+		"Including non-PyTorch memory, this process has 78.6 GiB memory in use."
+	stepFault = func(epoch, step int) error {
+		if epoch == 1 && step == 1 {
+			return &torch.Error{Op: "conv2d", Msg: msg}
+		}
+		return nil
+	}
+	defer func() { stepFault = nil }()
+	err := Run(context.Background(), cfg, false, &recorder{})
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{"epoch 2 step 2", "out of memory on " + cfg.Device, "batch_size 4", "1.50 GiB requested", "512.00 MiB free of 79.15 GiB", "--resume"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "\n") || strings.Contains(err.Error(), "Including non-PyTorch") {
+		t.Errorf("not one line of our own: %q", err)
+	}
+	last := readWeights(t, filepath.Join(cfg.OutDir, LastFile))
+	stepFault = nil
+	logBefore := readLog(t, cfg.OutDir)
+	if len(logBefore) != 1 {
+		t.Fatalf("the log holds %d epochs after the failure in epoch 2, want 1", len(logBefore))
+	}
+	// The checkpoint on disk is epoch 1's: a fresh run's epoch 1 gives the same bytes.
+	ref := smallConfig(t, s)
+	ref.Epochs = 1
+	if err := Run(context.Background(), ref, false, &recorder{}); err != nil {
+		t.Fatal(err)
+	}
+	want := readWeights(t, filepath.Join(ref.OutDir, LastFile))
+	for k, v := range want {
+		if !bytes.Equal(last[k], v) {
+			t.Fatalf("%s of last.pth changed by the failed step", k)
+		}
+	}
+	if err := Run(context.Background(), cfg, true, &recorder{}); err != nil {
+		t.Fatalf("--resume after the out-of-memory error: %v", err)
+	}
+	if got := readLog(t, cfg.OutDir); len(got) != cfg.Epochs {
+		t.Errorf("after the resume the log holds %d epochs, want %d", len(got), cfg.Epochs)
 	}
 }

@@ -61,8 +61,11 @@ func benchCommand() *cli.Command {
 				&cli.IntFlag{Name: "epoch", Value: 1, Usage: "0-based epoch (gating and the masks' CAM weighting start at 1)"},
 				&cli.IntFlag{Name: "iters", Value: 2, Usage: "timed steps per side, after one warm-up (median reported)"},
 				&cli.StringFlag{Name: "vocab", Usage: "CLIP's bpe_simple_vocab_16e6.txt.gz (default: $AFFGD_BPE_VOCAB, else tests/testdata/tokenizer's)"},
-				&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu only: the reference step runs on the CPU"},
+				&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, cuda or cuda:N (our reference, --against ours, runs on the CPU only)"},
 				&cli.BoolFlag{Name: "cache-text", Usage: "affgd side: each prompt's text features from the per-prompt cache (affgd train's default, config key cache_text)"},
+				&cli.BoolFlag{Name: "deterministic", Usage: "affgd side: libtorch's deterministic algorithms and cuDNN's deterministic mode (config key deterministic), to measure their cost"},
+				&cli.StringFlag{Name: "against", Value: "ours", Usage: "the PyTorch side: ours (tests/bench/bench_step.py, our reference of the released step) or released (the authors' code from --ref, tests/bench/released_step.py)"},
+				&cli.StringFlag{Name: "ref", EnvVars: []string{"AFFGD_RELEASED_REF"}, Usage: "with --against released: a checkout of hynnsk/SelectiveCL (outside this repository)"},
 			},
 			Action: benchStep,
 		}, benchDataCommand(), benchEvalCommand()},
@@ -266,8 +269,19 @@ func benchStep(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if !dev.IsCPU() {
-		return fmt.Errorf("bench step: the reference step (tests/method/ref_step.py) runs on the CPU only; use --device cpu")
+	against, ref := c.String("against"), c.String("ref")
+	switch {
+	case against != "ours" && against != "released":
+		return fmt.Errorf("bench step: --against %q: want ours or released", against)
+	case against == "released" && ref == "":
+		return fmt.Errorf("bench step: --against released needs --ref, a checkout of hynnsk/SelectiveCL (e.g. git -C MIRROR archive HEAD | tar -x -C /tmp/selcl)")
+	case against == "ours" && !dev.IsCPU():
+		return fmt.Errorf("bench step: our reference step (tests/method/ref_step.py) runs on the CPU only; on %s use --against released --ref CHECKOUT", dev)
+	}
+	if against == "released" {
+		if _, err := os.Stat(filepath.Join(ref, "models", "locate.py")); err != nil {
+			return fmt.Errorf("bench step: --ref %s is not a SelectiveCL checkout (no models/locate.py)", ref)
+		}
 	}
 	bsz, e, size := int64(c.Int("batch")), int64(c.Int("exo")), int64(c.Int("size"))
 	iters, epoch := max(1, c.Int("iters")), c.Int("epoch")
@@ -278,6 +292,9 @@ func benchStep(c *cli.Context) error {
 	}
 	if size%16 != 0 {
 		return fmt.Errorf("bench step: --size %d: want a multiple of the patch size 16", size)
+	}
+	if against == "released" && (size != 224 || epoch < 1) {
+		return fmt.Errorf("bench step: the released code runs at --size 224 only (its reshape is hard-coded) and is timed at --epoch ≥ 1")
 	}
 	vocab := c.String("vocab") // the Python side reads the same file
 	if vocab == "" {
@@ -291,13 +308,27 @@ func benchStep(c *cli.Context) error {
 		return err
 	}
 	classes := data.Seen.Classes()
+	torch.SetAllowTF32(false, false) // parity settings on both sides (released_step.py too)
+	if c.Bool("deterministic") {
+		if os.Getenv(torch.DeterministicEnv) == "" {
+			os.Setenv(torch.DeterministicEnv, torch.DeterministicEnvValue)
+		}
+		torch.SetDeterministic(true)
+	}
 	goTimes := map[string]float64{}
+	var goMem memFigures
 	err = torch.WithScope(func(s *torch.Scope) {
 		g, err := torch.NewGenerator(0, torch.CPU)
 		if err != nil {
 			torch.Fail("bench", "%v", err)
 		}
-		vit, err := dino.New(dino.ViTS16(), g, dev)
+		// Generators on the device each builder feeds: DINO and the head draw their
+		// initialisations there, CLIP is built on the CPU and moved once.
+		gd, err := torch.NewGenerator(0, dev)
+		if err != nil {
+			torch.Fail("bench", "%v", err)
+		}
+		vit, err := dino.New(dino.ViTS16(), gd, dev)
 		if err != nil {
 			torch.Fail("bench", "%v", err)
 		}
@@ -307,7 +338,10 @@ func benchStep(c *cli.Context) error {
 			torch.Fail("bench", "%v", err)
 		}
 		defer cm.Free()
-		m := &train.Model{DINO: vit, CLIP: cm, Head: head.New(int64(len(classes)), g, dev), Tok: tok, Classes: classes, CacheText: c.Bool("cache-text")}
+		if err := cm.To(dev); err != nil {
+			torch.Fail("bench", "%v", err)
+		}
+		m := &train.Model{DINO: vit, CLIP: cm, Head: head.New(int64(len(classes)), gd, dev), Tok: tok, Classes: classes, CacheText: c.Bool("cache-text")}
 		opt, err := optim.NewSGD(m.Head.ParamGroups(train.BaseLR))
 		if err != nil {
 			torch.Fail("bench", "%v", err)
@@ -322,7 +356,7 @@ func benchStep(c *cli.Context) error {
 			Exo:   torch.Randn([]int64{bsz, e, 3, size, size}, g).To(dev),
 			Label: torch.FromSliceOn(labels, dev, bsz),
 		}
-		kg, err := torch.NewGenerator(0, torch.CPU) // draws the K-means initialisations
+		kg, err := torch.NewGenerator(0, dev) // draws the K-means initialisations, on the model's device
 		if err != nil {
 			torch.Fail("bench", "%v", err)
 		}
@@ -356,15 +390,22 @@ func benchStep(c *cli.Context) error {
 		}
 		var steps, bbs, rests []float64
 		for i := 0; i <= iters; i++ { // one warm-up round
+			if i == 1 {
+				goMem.reset(dev) // the peak of the timed steps, after the warm-up made the momentum buffers
+			}
 			tb, tr := round()
 			if i > 0 {
 				steps, bbs, rests = append(steps, tb+tr), append(bbs, tb), append(rests, tr)
 			}
 		}
+		goMem.read(dev)
 		goTimes["step"], goTimes["backbones"], goTimes["rest"] = medianOf(steps), medianOf(bbs), medianOf(rests)
 	})
 	if err != nil {
 		return err
+	}
+	if against == "released" {
+		return benchStepReleased(c, py, ref, dev, threads, bsz, e, epoch, iters, len(classes), goTimes, goMem)
 	}
 	script := filepath.Join("tests", "bench", "bench_step.py")
 	pyTimes, err := runPython(py, script, "--threads", fmt.Sprint(threads), "--batch", fmt.Sprint(bsz), "--exo", fmt.Sprint(e),
@@ -373,8 +414,8 @@ func benchStep(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("libtorch %s, device %s, %d thread(s), B=%d E=%d at %d×%d, epoch %d, Seen head (%d classes), median of %d\n",
-		torch.Version(), dev, threads, bsz, e, size, size, epoch, len(classes), iters)
+	fmt.Printf("libtorch %s, device %s, %d thread(s), B=%d E=%d at %d×%d, epoch %d, Seen head (%d classes), median of %d, deterministic %v\n",
+		torch.Version(), dev, threads, bsz, e, size, size, epoch, len(classes), iters, torch.Deterministic())
 	fmt.Printf("%-36s %12s %12s %12s %12s\n", "part", "Go", "PyTorch", "Go/PyTorch", "speed-up")
 	for _, k := range []string{"backbones", "rest", "step"} {
 		name := map[string]string{
@@ -387,6 +428,7 @@ func benchStep(c *cli.Context) error {
 		}
 		fmt.Printf("%-36s %12s %12s %12.3f %11.2f×\n", name, r(goTimes[k]), r(pyTimes[k]), goTimes[k]/pyTimes[k], pyTimes[k]/goTimes[k])
 	}
+	fmt.Printf("%-36s %12s\n", "peak memory (affgd)", goMem)
 	return nil
 }
 

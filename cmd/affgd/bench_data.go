@@ -32,7 +32,7 @@ func benchDataCommand() *cli.Command {
 			&cli.StringFlag{Name: "root", Usage: "an AGD20K root to read (its Seen split); default: a synthetic set of 640×480 JPEGs in a temporary folder"},
 			&cli.IntFlag{Name: "batches", Value: 8, Usage: "timed batches of 8 samples (32 images) per run"},
 			&cli.IntFlag{Name: "workers", Value: runtime.NumCPU(), Usage: "the 'all cores' worker count"},
-			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "unused (the loader works on the CPU); kept for the shared flags"},
+			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, cuda or cuda:N, checked to exist; the loader decodes and batches on the CPU (the trainer copies each batch to the device at its step)"},
 		},
 		Action: benchData,
 	}

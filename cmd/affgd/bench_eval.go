@@ -14,6 +14,7 @@ import (
 	"github.com/affgd/affgd/models/clip"
 	"github.com/affgd/affgd/models/dino"
 	"github.com/affgd/affgd/synth"
+	"github.com/affgd/affgd/torch"
 	"github.com/affgd/affgd/train"
 )
 
@@ -29,7 +30,9 @@ func benchEvalCommand() *cli.Command {
 			&cli.StringFlag{Name: "checkpoint", Usage: "a released-format checkpoint; default: full-size random backbones (ViT-S/16, ViT-B/16) and a fresh head"},
 			&cli.StringFlag{Name: "vocab", Usage: "CLIP's bpe_simple_vocab_16e6.txt.gz (default: the copy affgd synth places)"},
 			&cli.IntFlag{Name: "limit", Usage: "the first N test images only (0 = all)"},
-			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu only: the PyTorch side runs on the CPU"},
+			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, cuda or cuda:N (our PyTorch evaluation loop, --against ours, runs on the CPU only)"},
+			&cli.StringFlag{Name: "against", Value: "ours", Usage: "the PyTorch side: ours (tests/bench/bench_eval.py: the released evaluation loop with decoding and metrics) or released (the authors' test_forward per image from --ref, tests/bench/released_step.py)"},
+			&cli.StringFlag{Name: "ref", EnvVars: []string{"AFFGD_RELEASED_REF"}, Usage: "with --against released: a checkout of hynnsk/SelectiveCL"},
 		},
 		Action: benchEval,
 	}
@@ -40,9 +43,16 @@ func benchEval(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if !dev.IsCPU() {
-		return fmt.Errorf("bench eval: the PyTorch side runs on the CPU only; use --device cpu")
+	against, ref := c.String("against"), c.String("ref")
+	switch {
+	case against != "ours" && against != "released":
+		return fmt.Errorf("bench eval: --against %q: want ours or released", against)
+	case against == "released" && ref == "":
+		return fmt.Errorf("bench eval: --against released needs --ref, a checkout of hynnsk/SelectiveCL")
+	case against == "ours" && !dev.IsCPU():
+		return fmt.Errorf("bench eval: our PyTorch evaluation loop runs on the CPU only; on %s use --against released --ref CHECKOUT", dev)
 	}
+	torch.SetAllowTF32(false, false)
 	tmp, err := os.MkdirTemp("", "affgd-bench-eval")
 	if err != nil {
 		return err
@@ -70,7 +80,7 @@ func benchEval(c *cli.Context) error {
 		if err := clip.WriteRandom(cp, clip.ViTB16(), 2, clip.FormatStateDict); err != nil {
 			return err
 		}
-		m, err := train.Load(train.Files{DINO: dp, CLIP: cp, Vocab: vocab, Divide: data.Seen})
+		m, err := train.Load(train.Files{DINO: dp, CLIP: cp, Vocab: vocab, Divide: data.Seen}) // written from the CPU
 		if err != nil {
 			return err
 		}
@@ -95,11 +105,27 @@ func benchEval(c *cli.Context) error {
 	if _, err := evaluate.Run(m, ts, evaluate.Options{Limit: 1, Device: dev}); err != nil {
 		return err
 	}
+	var mem memFigures
+	mem.reset(dev)
 	start := time.Now()
 	if _, err := evaluate.Run(m, ts, evaluate.Options{Limit: n, Device: dev}); err != nil {
 		return err
 	}
 	goSecs := time.Since(start).Seconds()
+	mem.read(dev)
+	if against == "released" {
+		r, err := runReleased(py, ref, dev, threads, "--no-step", "--infer-images", fmt.Sprint(n))
+		if err != nil {
+			return err
+		}
+		goRate := float64(n) / goSecs
+		fmt.Printf("eval of %d test images, %d threads, %s\n", n, threads, dev)
+		fmt.Printf("  affgd     %8.2f images/s  (decode, transform, test_forward, metrics; %s)\n", goRate, dur(goSecs))
+		fmt.Printf("  released  %8.2f images/s  (test_forward alone, batch 1, random inputs; median %s per image)\n", 1/r.Infer, dur(r.Infer))
+		fmt.Printf("  peak memory  affgd: %s\n", mem)
+		fmt.Printf("               released: %s\n", r.mem(!dev.IsCPU(), true))
+		return nil
+	}
 
 	pyOut, err := runPython(py, filepath.Join("tests", "bench", "bench_eval.py"), "--base", filepath.Join(root, "Seen"),
 		"--checkpoint", ckpt, "--vocab", vocab, "--threads", fmt.Sprint(threads), "--limit", fmt.Sprint(n))
@@ -110,9 +136,10 @@ func benchEval(c *cli.Context) error {
 		return fmt.Errorf("bench eval: the PyTorch side evaluated %v images, affgd %d", pyOut["images"], n)
 	}
 	goRate, pyRate := float64(n)/goSecs, float64(n)/pyOut["seconds"]
-	fmt.Printf("eval of %d test images, %d threads, CPU\n", n, threads)
+	fmt.Printf("eval of %d test images, %d threads, %s\n", n, threads, dev)
 	fmt.Printf("  affgd    %7.2f images/s  (%s)\n", goRate, dur(goSecs))
 	fmt.Printf("  PyTorch  %7.2f images/s  (%s)\n", pyRate, dur(pyOut["seconds"]))
 	fmt.Printf("  affgd / PyTorch throughput: %.2f×\n", goRate/pyRate)
+	fmt.Printf("  peak memory  affgd: %s\n", mem)
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"image"
 	_ "image/jpeg"
 	_ "image/png"
@@ -14,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -25,6 +27,7 @@ import (
 
 	"github.com/affgd/affgd/data"
 	"github.com/affgd/affgd/internal/npy"
+	"github.com/affgd/affgd/internal/testdev"
 	"github.com/affgd/affgd/internal/testref"
 	"github.com/affgd/affgd/report"
 	"github.com/affgd/affgd/torch"
@@ -52,11 +55,27 @@ type result struct {
 // forbidden may never appear in a command's stderr: a Go panic or a C++ exception escaping.
 var forbidden = []string{"panic:", "goroutine ", "terminate called", "[recovered]", "SIGSEGV"}
 
+// onTestDevice adds --device $AFFGD_TEST_DEVICE (internal/testdev) to the commands that compute
+// (train, eval, predict, debug step/infer) unless args name a device already.
+func onTestDevice(args []string) []string {
+	if !testdev.IsCUDA() || len(args) == 0 || slices.Contains(args, "--device") {
+		return args
+	}
+	switch {
+	case args[0] == "train" || args[0] == "eval" || args[0] == "predict",
+		args[0] == "debug" && len(args) > 1 && (args[1] == "step" || args[1] == "infer"):
+		dev, _ := testdev.Setup()
+		return append(append([]string{}, args...), "--device", dev.String())
+	}
+	return args
+}
+
 // run runs the binary with args in the scratch folder.
 func (c *cliEnv) run(t *testing.T, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	args = onTestDevice(args)
 	cmd := exec.CommandContext(ctx, c.bin, args...)
 	cmd.Dir = c.dir
 	var out, errb bytes.Buffer
@@ -122,14 +141,19 @@ func setup(t *testing.T) *cliEnv {
 	if err := os.MkdirAll(c.dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	build := exec.Command(goBin, "build", "-o", c.bin, "./cmd/affgd")
-	build.Dir = testref.RepoRoot()
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/affgd: %v\n%s", err, out)
+	if prebuilt := os.Getenv("AFFGD_BIN"); prebuilt != "" {
+		// A machine without Go (scripts/gpu-check.sh) tests the bundled binary.
+		c.bin = prebuilt
+	} else {
+		goBin, err := exec.LookPath("go")
+		if err != nil {
+			goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		}
+		build := exec.Command(goBin, "build", "-o", c.bin, "./cmd/affgd")
+		build.Dir = testref.RepoRoot()
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("go build ./cmd/affgd: %v\n%s", err, out)
+		}
 	}
 
 	synth := []string{"synth", "--out", "syn", "--actions", "hold,cut_with", "--objects", "1",
@@ -644,8 +668,16 @@ func (c *cliEnv) testErrors(t *testing.T) {
 	if !torch.CUDAIsAvailable() {
 		cases = append(cases,
 			errCase{"train on cuda without a GPU", trainArgs("--device", "cuda"), []string{"cuda", "CUDA is not available"}, nil},
-			errCase{"eval on cuda:1 without a GPU", evalArgs("--device", "cuda:1"), []string{"cuda:1", "CUDA is not available"}, nil})
+			errCase{"eval on cuda:1 without a GPU", evalArgs("--device", "cuda:1"), []string{"cuda:1", "CUDA is not available", "the only device is cpu"}, nil},
+			errCase{"bench step on cuda without a GPU", []string{"bench", "step", "--device", "cuda", "--against", "released", "--ref", c.dir, "--python", "python3"},
+				[]string{"cuda:0", "CUDA is not available"}, nil})
+	} else if n := torch.CUDADeviceCount(); n <= 7 {
+		cases = append(cases,
+			errCase{"eval on cuda:7", evalArgs("--device", "cuda:7"), []string{"cuda:7", fmt.Sprintf("%d CUDA device(s)", n), "cuda:0"}, nil})
 	}
+	cases = append(cases,
+		errCase{"bench step against released without --ref", []string{"bench", "step", "--against", "released", "--python", "python3"}, []string{"--ref"}, nil},
+		errCase{"bench step against an unknown side", []string{"bench", "step", "--against", "mine", "--python", "python3"}, []string{"--against", "ours or released"}, nil})
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			r := c.run(t, tc.args...)
@@ -723,3 +755,7 @@ func copyTree(t *testing.T, src, dst string) {
 		t.Fatal(err)
 	}
 }
+
+// TestMain checks $AFFGD_TEST_DEVICE first (internal/testdev): a device that cannot be used stops
+// the suite with one line; a usable one is passed to every computing command (onTestDevice).
+func TestMain(m *testing.M) { testdev.Main(m) }

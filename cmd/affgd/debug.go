@@ -102,7 +102,7 @@ func debugStep(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	g, err := torch.NewGenerator(c.Uint64("seed"), torch.CPU)
+	g, err := torch.NewGenerator(c.Uint64("seed"), dev) // K-means draws on the model's device
 	if err != nil {
 		return err
 	}

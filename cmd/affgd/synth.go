@@ -32,6 +32,7 @@ func synthCommand() *cli.Command {
 			&cli.IntFlag{Name: "size", Value: def.Size, Usage: fmt.Sprintf("longest image side in px; each image's is drawn in [2/3·size, size] (%d..%d)", synth.MinSize, synth.MaxSize)},
 			&cli.BoolFlag{Name: "force", Usage: "use a non-empty folder: remove the files an earlier synth listed in its " + synth.ManifestName + ", keep all others, overwrite ours"},
 			&cli.StringFlag{Name: "vocab", Usage: "CLIP vocabulary (bpe_simple_vocab_16e6.txt.gz) to copy into DIR/weights (default: $AFFGD_BPE_VOCAB, else the copy embedded in affgd)"},
+			&cli.BoolFlag{Name: "full-size", Usage: "write full-size random backbones (DINO ViT-S/16, CLIP ViT-B/16; ~700 MB) instead of the tiny ones"},
 			&cli.StringFlag{Name: "sheet", Usage: "also write a contact-sheet PNG of the images to this path"},
 		},
 		Action: runSynth,
@@ -51,6 +52,7 @@ func runSynth(c *cli.Context) error {
 		Size:        c.Int("size"),
 		Force:       c.Bool("force"),
 		VocabSource: c.String("vocab"),
+		FullSize:    c.Bool("full-size"),
 	}
 	for _, a := range strings.Split(c.String("actions"), ",") {
 		if a = strings.TrimSpace(a); a != "" {

@@ -33,7 +33,7 @@ func Dir(t testing.TB, suite string) string {
 }
 
 // Device returns the device the parity tests run on: $AFFGD_TEST_DEVICE ("cpu", "cuda:0", ...),
-// default "cpu". scripts/cuda-check.sh sets it on a CUDA machine.
+// default "cpu". scripts/gpu-check.sh sets it on a CUDA machine; internal/testdev checks it.
 func Device() string {
 	if d := os.Getenv("AFFGD_TEST_DEVICE"); d != "" {
 		return d
@@ -43,7 +43,13 @@ func Device() string {
 
 // RepoRoot returns the repository's root folder (where this package's source lives, two levels
 // up), so that tests find the helper scripts under tests/ whatever folder they run from.
+//
+// $AFFGD_REPO overrides it: a prebuilt test binary run on another machine (scripts/gpu-check.sh)
+// finds the repository there.
 func RepoRoot() string {
+	if d := os.Getenv("AFFGD_REPO"); d != "" {
+		return d
+	}
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }

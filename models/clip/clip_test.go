@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/affgd/affgd/internal/testdev"
 	"github.com/affgd/affgd/internal/testref"
 	"github.com/affgd/affgd/models/clip"
 	"github.com/affgd/affgd/models/tokenizer"
@@ -48,14 +49,7 @@ func readFile(t testing.TB, path string) *nn.File {
 }
 
 // testDevice is the device the parity tests run on ($AFFGD_TEST_DEVICE, default CPU).
-func testDevice(t testing.TB) torch.Device {
-	t.Helper()
-	d, err := torch.ParseDevice(testref.Device())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
+func testDevice(t testing.TB) torch.Device { return testdev.Device(t) }
 
 // load reads a model and moves it to the test device.
 func load(t testing.TB, path string) *clip.Model {
@@ -562,3 +556,7 @@ func TestWriterErrors(t *testing.T) {
 		t.Errorf("temporary files left behind: %v", left)
 	}
 }
+
+// TestMain checks $AFFGD_TEST_DEVICE first (internal/testdev): a device that cannot be used stops
+// the suite with one line instead of a run on another device.
+func TestMain(m *testing.M) { testdev.Main(m) }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/affgd/affgd/internal/testdev"
 	"github.com/affgd/affgd/internal/testref"
 	"github.com/affgd/affgd/models/dino"
 	"github.com/affgd/affgd/torch"
@@ -46,17 +47,9 @@ func readRef(t testing.TB, name string) *nn.File {
 	return f
 }
 
-func device(t testing.TB) torch.Device {
-	t.Helper()
-	d, err := torch.ParseDevice(testref.Device())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := torch.CheckDevice(d); err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
+// device is the test device ($AFFGD_TEST_DEVICE, internal/testdev: TF32 off on CUDA; a device
+// that cannot be used fails the test with one line).
+func device(t testing.TB) torch.Device { return testdev.Device(t) }
 
 func load(t testing.TB, name string, opts ...dino.LoadOption) *dino.ViT {
 	t.Helper()
@@ -483,3 +476,7 @@ func BenchmarkViTS16(b *testing.B) {
 	}
 	b.ReportMetric(b.Elapsed().Seconds()/float64(n)/32*1e3, "ms/image")
 }
+
+// TestMain checks $AFFGD_TEST_DEVICE first (internal/testdev): a device that cannot be used stops
+// the suite with one line instead of a run on another device.
+func TestMain(m *testing.M) { testdev.Main(m) }

@@ -78,13 +78,24 @@ func (h *Head) Forward(descEgo, descExo *torch.Tensor, labels *torch.Tensor, E, 
 	o.Q = h.PixelContrast.Forward(o.PEgo)
 
 	o.AEgo = h.Classifier.Forward(o.PEgo)
-	o.LogitsEgo = torch.AdaptiveAvgPool2d(o.AEgo, 1, 1).Reshape(b, h.K)
+	o.LogitsEgo = gap(o.AEgo).Reshape(b, h.K)
 	o.AExo = h.Classifier.Forward(o.PExo)
-	o.LogitsExo = torch.AdaptiveAvgPool2d(o.AExo, 1, 1).Reshape(b, E, h.K)
+	o.LogitsExo = gap(o.AExo).Reshape(b, E, h.K)
 
 	o.GEgo = selectClass(o.AEgo, labels)
 	o.GExo = selectClass(o.AExo, labels.RepeatInterleave(E, 0))
 	return o
+}
+
+// gap is the released nn.AdaptiveAvgPool2d(1). Its CUDA backward has no deterministic kernel
+// (libtorch refuses it under deterministic algorithms), so in deterministic mode on CUDA it is
+// the same function as a mean over the map, whose backward is deterministic; the forward may then
+// round differently by an ulp (docs/CONFIG.md, deterministic).
+func gap(x *torch.Tensor) *torch.Tensor {
+	if !x.Device().IsCPU() && torch.Deterministic() {
+		return x.MeanDims([]int64{2, 3}, true)
+	}
+	return torch.AdaptiveAvgPool2d(x, 1, 1)
 }
 
 // TestForward computes the three inference maps of the released test_forward (METHOD.md

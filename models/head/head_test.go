@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/affgd/affgd/internal/testdev"
 	"github.com/affgd/affgd/internal/testref"
 	"github.com/affgd/affgd/models/head"
 	"github.com/affgd/affgd/torch"
@@ -32,6 +33,9 @@ import (
 //     difference is logged.
 //   - BatchNorm running statistics: 1e-6 (they are batch means/variances blended with momentum
 //     0.1, a handful of float32 operations per element); num_batches_tracked exactly.
+//   - On CUDA ($AFFGD_TEST_DEVICE) every floating-point tolerance is at least testdev.CUDARTol
+//     (1e-4: cuDNN's convolution algorithms and cuBLAS sum in other orders than the CPU reference,
+//     BatchNorm's backward accumulates with atomics; TF32 off); bitwise checks stay bitwise.
 const (
 	rtol     = 1e-5
 	statsTol = 1e-6
@@ -70,14 +74,20 @@ func readMeta(t testing.TB) *meta {
 	return m
 }
 
+// readRef reads a reference file with every tensor on the test device ($AFFGD_TEST_DEVICE).
 func readRef(t testing.TB, name string) *nn.File {
 	t.Helper()
 	f, err := nn.ReadFile(filepath.Join(dataDir(t), name))
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := testdev.To(f.Tensors, testdev.Device(t)); err != nil {
+		t.Fatal(err)
+	}
 	return f
 }
+
+func TestMain(m *testing.M) { testdev.Main(m) }
 
 // sub returns the entries of f under prefix+".", with the prefix removed.
 func sub(f *nn.File, prefix string) map[string]*torch.Tensor {
@@ -171,7 +181,7 @@ func nearZero(t *testing.T, what string, got, want, weightGrad *torch.Tensor) {
 	}
 	var g, scale float64
 	must(t, func() { g, scale = got.Abs().Max().Item(), weightGrad.Abs().Max().Item() })
-	if !(max(d, g) <= rtol*scale) {
+	if !(max(d, g) <= testdev.Tol(rtol)*scale) {
 		t.Errorf("%s (zero in exact arithmetic): max |got| %.3g, max |diff| %.3g > %g × max |weight grad| %.3g", what, g, d, rtol, scale)
 	}
 }
@@ -192,6 +202,8 @@ func isBufferKey(k string) bool {
 	return strings.HasSuffix(k, "running_mean") || strings.HasSuffix(k, "running_var") || strings.HasSuffix(k, "num_batches_tracked")
 }
 
+// newHead initialises a head from seed on the CPU generator (the reference's stream) and places
+// it on the test device.
 func newHead(t testing.TB, k int64, seed uint64) *head.Head {
 	t.Helper()
 	g, err := torch.NewGenerator(seed, torch.CPU)
@@ -200,6 +212,13 @@ func newHead(t testing.TB, k int64, seed uint64) *head.Head {
 	}
 	var h *head.Head
 	must(t, func() { h = head.New(k, g) })
+	if d := testdev.Device(t); !d.IsCPU() {
+		on := head.New(k, nil, d)
+		if err := nn.Load(on, nn.StateDict(h), "initial head", nn.LoadOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		h = on
+	}
 	return h
 }
 
@@ -316,7 +335,7 @@ func TestForward(t *testing.T) {
 			outs := outputsByName(o)
 			worst := 0.0
 			for _, on := range m.Outputs {
-				worst = max(worst, closeTo(t, on, outs[on], c.f.Tensors["out."+on], rtol))
+				worst = max(worst, closeTo(t, on, outs[on], c.f.Tensors["out."+on], testdev.Tol(rtol)))
 			}
 			t.Logf("outputs: max relative diff %.3g", worst)
 
@@ -327,7 +346,7 @@ func TestForward(t *testing.T) {
 					bitwise(t, k, got, want)
 					continue
 				}
-				worst = max(worst, closeTo(t, k, got, want, statsTol))
+				worst = max(worst, closeTo(t, k, got, want, testdev.Tol(statsTol)))
 			}
 			t.Logf("BatchNorm running statistics: max relative diff %.3g", worst)
 
@@ -352,7 +371,7 @@ func TestForward(t *testing.T) {
 					nearZero(t, "grad "+p.Name, g, want, c.f.Tensors["grad."+w])
 					continue
 				}
-				worst = max(worst, closeTo(t, "grad "+p.Name, g, want, rtol))
+				worst = max(worst, closeTo(t, "grad "+p.Name, g, want, testdev.Tol(rtol)))
 			}
 			t.Logf("gradients: max relative diff %.3g", worst)
 		})
@@ -410,7 +429,7 @@ func TestTestForward(t *testing.T) {
 				name string
 				got  *torch.Tensor
 			}{{"cam", cam}, {"ree", ree}, {"rem", rem}} {
-				r := closeTo(t, x.name, x.got, c.f.Tensors["test."+x.name], rtol)
+				r := closeTo(t, x.name, x.got, c.f.Tensors["test."+x.name], testdev.Tol(rtol))
 				t.Logf("%s: max relative diff %.3g", x.name, r)
 				var rg bool
 				must(t, func() { rg = x.got.RequiresGrad() })
@@ -475,6 +494,9 @@ func TestStateDictRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := testdev.To(f.Tensors, testdev.Device(t)); err != nil {
+		t.Fatal(err)
+	}
 	if fmt.Sprint(f.Names) != fmt.Sprint(names(h.NamedTensors())) {
 		t.Errorf("read back keys %v", f.Names)
 	}
@@ -511,8 +533,9 @@ func TestStateDictRoundTrip(t *testing.T) {
 }
 
 // TestErrors: bad shapes, labels and sizes give clear errors through torch.Try.
+// The checks run before any kernel, so a CPU head serves every device.
 func TestErrors(t *testing.T) {
-	h := newHead(t, 10, 0)
+	h := head.New(10, nil)
 	var ego, exo, lab, s *torch.Tensor
 	must(t, func() {
 		ego = torch.Zeros([]int64{2, 12, head.Dim})

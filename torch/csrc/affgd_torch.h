@@ -65,6 +65,22 @@ at_err at_manual_seed(uint64_t seed); /* seeds libtorch's global generators (CPU
 /* Whether CUDA float32 matrix products (cuBLAS) and convolutions (cuDNN) may use TF32. */
 void at_set_allow_tf32(int cublas, int cudnn);
 void at_get_allow_tf32(int *cublas, int *cudnn);
+/* Global switches, as torch.use_deterministic_algorithms (deterministic_algorithms; warn_only
+ * false: an op without a deterministic implementation raises), torch.backends.cudnn.deterministic
+ * and torch.backends.cudnn.benchmark: at_set_<name>(0 or 1), at_get_<name>(). */
+#define AT_FLAG_OPS(X) X(deterministic_algorithms) X(cudnn_deterministic) X(cudnn_benchmark)
+#define AT_DECLARE_FLAG(name) void at_set_##name(int on); int at_get_##name(void);
+AT_FLAG_OPS(AT_DECLARE_FLAG)
+#undef AT_DECLARE_FLAG
+/* The CUDA caching allocator's statistics of a device, in bytes, as torch.cuda.memory_allocated,
+ * max_memory_allocated, memory_reserved and max_memory_reserved (all allocations, all pools).
+ * An error on the CPU, without CUDA, or with a libtorch older than 2.8 (no DeviceAllocator). */
+at_err at_cuda_memory_stats(int device, int64_t *allocated, int64_t *peak_allocated,
+                            int64_t *reserved, int64_t *peak_reserved);
+/* Resets the peaks to the current values, as torch.cuda.reset_peak_memory_stats. */
+at_err at_cuda_reset_peak_memory(int device);
+/* The device's free and total memory as the driver reports them (cudaMemGetInfo). */
+at_err at_cuda_mem_info(int device, int64_t *free_bytes, int64_t *total_bytes);
 
 /* ---- lifetime and scopes ---- */
 void at_scope_enter(void);

@@ -4,6 +4,10 @@
 #include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
 #include <torch/version.h>
+#if __has_include(<c10/core/CachingDeviceAllocator.h>)
+#include <c10/core/CachingDeviceAllocator.h>
+#define AFFGD_HAS_DEVICE_ALLOCATOR 1
+#endif
 
 #include <cmath>
 #include <cstdlib>
@@ -173,6 +177,63 @@ void at_set_allow_tf32(int cublas, int cudnn) {
 void at_get_allow_tf32(int *cublas, int *cudnn) {
   *cublas = at::globalContext().allowTF32CuBLAS() ? 1 : 0;
   *cudnn = at::globalContext().allowTF32CuDNN() ? 1 : 0;
+}
+
+// ---- global switches (AT_FLAG_OPS) ----
+void at_set_deterministic_algorithms(int on) {
+  at::globalContext().setDeterministicAlgorithms(on != 0, /*warn_only=*/false);
+}
+int at_get_deterministic_algorithms(void) { return at::globalContext().deterministicAlgorithms() ? 1 : 0; }
+void at_set_cudnn_deterministic(int on) { at::globalContext().setDeterministicCuDNN(on != 0); }
+int at_get_cudnn_deterministic(void) { return at::globalContext().deterministicCuDNN() ? 1 : 0; }
+void at_set_cudnn_benchmark(int on) { at::globalContext().setBenchmarkCuDNN(on != 0); }
+int at_get_cudnn_benchmark(void) { return at::globalContext().benchmarkCuDNN() ? 1 : 0; }
+
+// ---- CUDA memory ----
+#ifdef AFFGD_HAS_DEVICE_ALLOCATOR
+namespace {
+c10::DeviceAllocator *cuda_allocator(int device) {
+  TORCH_CHECK(device >= 0, "memory statistics are kept for CUDA devices only, not the CPU");
+  affgd::to_device(device);  // a clear error without CUDA or for a device that does not exist
+  return c10::getDeviceAllocator(c10::DeviceType::CUDA);
+}
+}  // namespace
+#endif
+
+at_err at_cuda_memory_stats(int device, int64_t *allocated, int64_t *peak_allocated,
+                            int64_t *reserved, int64_t *peak_reserved) {
+#ifdef AFFGD_HAS_DEVICE_ALLOCATOR
+  AT_TRY({
+    auto st = cuda_allocator(device)->getDeviceStats(static_cast<c10::DeviceIndex>(device));
+    const auto agg = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+    *allocated = st.allocated_bytes[agg].current;
+    *peak_allocated = st.allocated_bytes[agg].peak;
+    *reserved = st.reserved_bytes[agg].current;
+    *peak_reserved = st.reserved_bytes[agg].peak;
+  });
+#else
+  return affgd::dup_string("CUDA memory statistics need libtorch >= 2.8 (c10::DeviceAllocator)");
+#endif
+}
+
+at_err at_cuda_reset_peak_memory(int device) {
+#ifdef AFFGD_HAS_DEVICE_ALLOCATOR
+  AT_TRY(cuda_allocator(device)->resetPeakStats(static_cast<c10::DeviceIndex>(device)));
+#else
+  return affgd::dup_string("CUDA memory statistics need libtorch >= 2.8 (c10::DeviceAllocator)");
+#endif
+}
+
+at_err at_cuda_mem_info(int device, int64_t *free_bytes, int64_t *total_bytes) {
+#ifdef AFFGD_HAS_DEVICE_ALLOCATOR
+  AT_TRY({
+    auto ft = cuda_allocator(device)->getMemoryInfo(static_cast<c10::DeviceIndex>(device));
+    *free_bytes = static_cast<int64_t>(ft.first);
+    *total_bytes = static_cast<int64_t>(ft.second);
+  });
+#else
+  return affgd::dup_string("CUDA memory information needs libtorch >= 2.8 (c10::DeviceAllocator)");
+#endif
 }
 
 // ---- lifetime ----

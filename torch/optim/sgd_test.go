@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/affgd/affgd/internal/testdev"
 	"github.com/affgd/affgd/internal/testref"
 	"github.com/affgd/affgd/torch"
 	"github.com/affgd/affgd/torch/optim"
@@ -185,3 +186,7 @@ func TestSetMomentumBuffersAllOrNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestMain checks $AFFGD_TEST_DEVICE first (internal/testdev): a device that cannot be used stops
+// the suite with one line instead of a run on another device.
+func TestMain(m *testing.M) { testdev.Main(m) }
