@@ -366,3 +366,84 @@ func TestRunBadInput(t *testing.T) {
 		})
 	}
 }
+
+// TestBatchedEqualsBatchOne evaluates the test set at batch sizes 1 (the released loop's) and
+// larger ones, with several metric goroutines: every image's figures must equal batch 1's within
+// 1e-6 relative, and so must its three maps (relative to the map's largest magnitude), computed
+// by train.Model.Infer on a batch against the image alone. They are not bitwise in general: the
+// backbones' matrix products and the head's convolutions are blocked by libtorch according to the
+// batch's row count, which changes the float32 summation order (the differences logged are of
+// the order of 1e-7); everything else is computed per image.
+func TestBatchedEqualsBatchOne(t *testing.T) {
+	f := load(t)
+	_, one := run(t, f, f.ts, evaluate.Options{BatchSize: 1, Workers: 1})
+	const tol = 1e-6
+	for _, bs := range []int{3, len(f.ts.Items) + 1} {
+		sum, per := run(t, f, f.ts, evaluate.Options{BatchSize: bs, Workers: 3})
+		if len(per) != len(one) || sum.Overall["cam"].N != len(one) {
+			t.Fatalf("batch %d: %d images, want %d", bs, len(per), len(one))
+		}
+		worst := 0.0
+		for i := range per {
+			if per[i].Item != one[i].Item {
+				t.Fatalf("batch %d: image %d is %s, want %s", bs, i, per[i].Item.Image, one[i].Item.Image)
+			}
+			for _, name := range evaluate.Maps {
+				a, b := per[i].Scores[name], one[i].Scores[name]
+				d := scoresRel(a, figures{KLD: b.KLD, SIM: b.SIM, NSS: b.NSS})
+				worst = math.Max(worst, d)
+				if d > tol {
+					t.Errorf("batch %d, %s, %s: %+v, batch 1 %+v (rel %.2g)", bs, per[i].Item.Image, name, a, b, d)
+				}
+			}
+		}
+		t.Logf("batch %d: worst figure difference from batch 1: %.3g relative", bs, worst)
+	}
+
+	// The maps themselves: one batch of every test image against each image alone.
+	err := torch.NoGradScope(func(_ *torch.Scope) {
+		var xs []*torch.Tensor
+		var labels []int64
+		for _, it := range f.ts.Items {
+			img, err := data.DecodeImage(it.Image)
+			if err != nil {
+				t.Fatal(err)
+			}
+			x, err := data.TestTransform(img, data.CropSize)
+			if err != nil {
+				t.Fatal(err)
+			}
+			xs, labels = append(xs, x), append(labels, it.Label)
+		}
+		all, err := f.m.Infer(train.Batch{Ego: torch.Stack(xs, 0), Label: torch.FromSlice(labels, int64(len(labels)))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		worst, bitwise := 0.0, true
+		for i := range xs {
+			alone, err := f.m.Infer(train.Batch{Ego: xs[i].Unsqueeze(0), Label: torch.FromSlice(labels[i:i+1], 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range [][2]*torch.Tensor{{all.CAM, alone.CAM}, {all.REE, alone.REE}, {all.REM, alone.REM}} {
+				got, want := p[0].Select(0, int64(i)), p[1].Select(0, 0)
+				scale := want.Abs().Max().Item()
+				d := got.Sub(want).Abs().Max().Item()
+				if d != 0 {
+					bitwise = false
+				}
+				if scale > 0 {
+					d /= scale
+				}
+				worst = math.Max(worst, d)
+				if d > tol {
+					t.Errorf("%s: batched map differs from batch 1 by %.3g relative", f.ts.Items[i].Image, d)
+				}
+			}
+		}
+		t.Logf("maps of a batch of %d vs each alone: worst %.3g relative to the map's scale (bitwise: %v)", len(xs), worst, bitwise)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

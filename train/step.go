@@ -40,8 +40,7 @@ type Model struct {
 	CacheText bool
 
 	// texts holds text features by prompt list (encodeOnce): the frozen encoder gives the same
-	// features for the same list every time. Infer (batch 1 in evaluation, as released) asks
-	// for one class's prompt per image; CacheText steps ask for single prompts.
+	// features for the same list every time. Infer and CacheText steps ask for single prompts.
 	texts map[string]*torch.Tensor
 }
 
@@ -315,7 +314,9 @@ func (m *Model) Infer(b Batch) (*Maps, error) {
 			labels := b.Label.Int64s()
 			h, w := m.grid(b.Ego)
 			affPrompts, _ := m.prompts(labels)
-			tAff := m.encodeOnce(affPrompts)
+			// Each prompt encoded alone (and once), so an image's maps do not depend on the
+			// other images of its batch: a batch of N gives batch 1's text features.
+			tAff := m.encodeEach(affPrompts)
 			fEgo := must(m.CLIP.DenseFeatures(b.Ego))
 			sEgo := torch.Einsum("bnc,bc->bn", fEgo.Normalize(2, -1, 1e-12), tAff.Normalize(2, -1, 1e-12)).Reshape(s[0], h, w)
 			d := must(m.DINO.Features(b.Ego))

@@ -89,6 +89,13 @@ type Config struct {
 	MaxSteps   int     `yaml:"max_steps_per_epoch"` // 0 = whole epochs
 	TestLimit  int     `yaml:"test_limit"`          // 0 = the whole test set each epoch
 	StateEvery float64 `yaml:"state_every_minutes"` // save the resumable state this often within an epoch; 0 = at epoch ends only
+	// Test images per forward in the per-epoch evaluation; 0 = the device's default
+	// (evaluate.DefaultBatchSize). Every image's figures equal batch 1's (docs/CONFIG.md).
+	EvalBatchSize int `yaml:"eval_batch_size"`
+
+	// Precision: speed options that are not parity, never the default (train.Precision).
+	TF32          bool   `yaml:"tf32"`           // CUDA: TF32 matrix products and convolutions
+	BackboneDType string `yaml:"backbone_dtype"` // float32, bf16 or fp16: the image backbones' dtype
 }
 
 // DefaultConfig returns the released training script's settings.
@@ -100,7 +107,8 @@ func DefaultConfig() Config {
 		ResizeSize: 256, CropSize: 224,
 		Temperature: 0.5, Gamma1: 0.6, Gamma2: 0.6, Alpha: 0.6, ExoMaps: ExoMapsReleased, CacheText: true,
 		KMeansK: 3, Prototypes: PrototypesSelective, LossWeights: train.AllLosses,
-		StateEvery: 10,
+		StateEvery:    10,
+		BackboneDType: "float32",
 	}
 }
 
@@ -434,6 +442,7 @@ func (c Config) Validate() error {
 		{c.BatchSize*(c.NumExo+1)*c.CropSize*c.CropSize > MaxStepPixels, "batch_size", fmt.Sprintf(
 			"batch_size × (num_exo + 1) × crop_size² ≤ %d pixels per step; got %d × %d × %d² = %d (lower one of them)",
 			MaxStepPixels, c.BatchSize, c.NumExo+1, c.CropSize, c.BatchSize*(c.NumExo+1)*c.CropSize*c.CropSize)},
+		{c.EvalBatchSize < 0, "eval_batch_size", "≥ 0 (0 = the device's default)"},
 	} {
 		if k.bad {
 			return fmt.Errorf("config: %s: want %s", k.key, k.want)
@@ -447,6 +456,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := torch.ParseDevice(c.Device); err != nil {
 		return fmt.Errorf("config: device: %w", err)
+	}
+	if _, err := train.ParseBackboneDType(c.BackboneDType); err != nil {
+		return fmt.Errorf("config: backbone_dtype: %w", err)
 	}
 	return nil
 }

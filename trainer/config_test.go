@@ -63,6 +63,10 @@ func TestParseConfig(t *testing.T) {
 		{"num_exo at the grid", valid + "num_exo: 14\n", ""},
 		{"num_exo over a small grid", valid + "num_exo: 5\ncrop_size: 64\nresize_size: 72\n", "num_exo: want ≤ 4 with exo_maps: released"},
 		{"num_exo per-image", valid + "num_exo: 50\nexo_maps: per-image\n", ""},
+		{"backbone dtype int8", valid + "backbone_dtype: int8\n", "backbone_dtype: \"int8\" is not a backbone dtype: want one of float32, bf16, fp16"},
+		{"bf16 backbones", valid + "backbone_dtype: bf16\ntf32: true\n", ""},
+		{"negative eval batch", valid + "eval_batch_size: -2\n", "eval_batch_size"},
+		{"eval batch 32", valid + "eval_batch_size: 32\n", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := ParseConfig([]byte(tc.yaml))

@@ -221,6 +221,13 @@ func Run(ctx context.Context, cfg Config, resume bool, ui UI) error {
 		return err
 	}
 	m.CacheText = cfg.CacheText
+	notice, err := m.SetPrecision(train.Precision{TF32: cfg.TF32, BackboneDType: cfg.BackboneDType}, dev)
+	if err != nil {
+		return fmt.Errorf("backbone_dtype: %w", err)
+	}
+	if notice != "" {
+		ui.Log("tf32: " + notice)
+	}
 	groups := m.Head.ParamGroups(cfg.LR)
 	for i := range groups {
 		groups[i].Momentum, groups[i].WeightDecay = cfg.Momentum, cfg.WeightDecay
@@ -264,7 +271,7 @@ func Run(ctx context.Context, cfg Config, resume bool, ui UI) error {
 
 // resumeMayChange are the keys a resumed run may change: they only concern the machine, where the
 // run lives, how often it saves, and how long it runs.
-var resumeMayChange = []string{"out_dir", "device", "threads", "workers", "prefetch", "epochs", "deterministic", "test_limit", "state_every_minutes"}
+var resumeMayChange = []string{"out_dir", "device", "threads", "workers", "prefetch", "epochs", "deterministic", "test_limit", "state_every_minutes", "eval_batch_size"}
 
 // checkResume refuses to overwrite a run unless resuming, and to resume a run with another
 // configuration than its config.yaml's or its state.pt's (the keys of resumeMayChange may differ).
@@ -417,7 +424,7 @@ func (r *runner) epoch(ctx context.Context, p *progress) error {
 		n = cfg.TestLimit
 	}
 	r.ui.EvalStart(p.Epoch, n)
-	sum, err := evaluate.Run(r.m, r.testSet, evaluate.Options{Size: cfg.CropSize, Limit: cfg.TestLimit, Workers: cfg.Workers, Device: r.dev, Progress: r.ui.EvalProgress})
+	sum, err := evaluate.Run(r.m, r.testSet, evaluate.Options{Size: cfg.CropSize, Limit: cfg.TestLimit, Workers: cfg.Workers, Device: r.dev, Progress: r.ui.EvalProgress, BatchSize: cfg.EvalBatchSize})
 	if err != nil {
 		return err
 	}

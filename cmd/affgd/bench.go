@@ -66,9 +66,11 @@ func benchCommand() *cli.Command {
 				&cli.BoolFlag{Name: "deterministic", Usage: "affgd side: libtorch's deterministic algorithms and cuDNN's deterministic mode (config key deterministic), to measure their cost"},
 				&cli.StringFlag{Name: "against", Value: "ours", Usage: "the PyTorch side: ours (tests/bench/bench_step.py, our reference of the released step) or released (the authors' code from --ref, tests/bench/released_step.py)"},
 				&cli.StringFlag{Name: "ref", EnvVars: []string{"AFFGD_RELEASED_REF"}, Usage: "with --against released: a checkout of hynnsk/SelectiveCL (outside this repository)"},
+				countFlag("step"),
+				backboneDTypeFlag(),
 			},
 			Action: benchStep,
-		}, benchDataCommand(), benchEvalCommand()},
+		}, benchDataCommand(), benchEvalCommand(), benchPrecisionCommand()},
 	}
 }
 
@@ -317,6 +319,7 @@ func benchStep(c *cli.Context) error {
 	}
 	goTimes := map[string]float64{}
 	var goMem memFigures
+	var counts []torch.Counters // the shim's counters of each timed step
 	err = torch.WithScope(func(s *torch.Scope) {
 		g, err := torch.NewGenerator(0, torch.CPU)
 		if err != nil {
@@ -342,6 +345,9 @@ func benchStep(c *cli.Context) error {
 			torch.Fail("bench", "%v", err)
 		}
 		m := &train.Model{DINO: vit, CLIP: cm, Head: head.New(int64(len(classes)), gd, dev), Tok: tok, Classes: classes, CacheText: c.Bool("cache-text")}
+		if _, err := m.SetPrecision(train.Precision{BackboneDType: c.String("backbone-dtype")}, dev); err != nil {
+			torch.Fail("bench", "--backbone-dtype: %v", err)
+		}
 		opt, err := optim.NewSGD(m.Head.ParamGroups(train.BaseLR))
 		if err != nil {
 			torch.Fail("bench", "%v", err)
@@ -393,9 +399,11 @@ func benchStep(c *cli.Context) error {
 			if i == 1 {
 				goMem.reset(dev) // the peak of the timed steps, after the warm-up made the momentum buffers
 			}
+			before := torch.ReadCounters()
 			tb, tr := round()
 			if i > 0 {
 				steps, bbs, rests = append(steps, tb+tr), append(bbs, tb), append(rests, tr)
+				counts = append(counts, torch.ReadCounters().Sub(before))
 			}
 		}
 		goMem.read(dev)
@@ -414,8 +422,8 @@ func benchStep(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("libtorch %s, device %s, %d thread(s), B=%d E=%d at %d×%d, epoch %d, Seen head (%d classes), median of %d, deterministic %v\n",
-		torch.Version(), dev, threads, bsz, e, size, size, epoch, len(classes), iters, torch.Deterministic())
+	fmt.Printf("libtorch %s, device %s, %d thread(s), B=%d E=%d at %d×%d, epoch %d, Seen head (%d classes), median of %d, deterministic %v, affgd backbones in %s\n",
+		torch.Version(), dev, threads, bsz, e, size, size, epoch, len(classes), iters, torch.Deterministic(), c.String("backbone-dtype"))
 	fmt.Printf("%-36s %12s %12s %12s %12s\n", "part", "Go", "PyTorch", "Go/PyTorch", "speed-up")
 	for _, k := range []string{"backbones", "rest", "step"} {
 		name := map[string]string{
@@ -429,7 +437,43 @@ func benchStep(c *cli.Context) error {
 		fmt.Printf("%-36s %12s %12s %12.3f %11.2f×\n", name, r(goTimes[k]), r(pyTimes[k]), goTimes[k]/pyTimes[k], pyTimes[k]/goTimes[k])
 	}
 	fmt.Printf("%-36s %12s\n", "peak memory (affgd)", goMem)
+	if c.Bool("count") {
+		printCounts("per step (affgd side: backbones, head, discovery, losses, backward, SGD)", counts, 1)
+	}
 	return nil
+}
+
+// backboneDTypeFlag is --backbone-dtype of the bench commands (the affgd side only).
+func backboneDTypeFlag() cli.Flag {
+	return &cli.StringFlag{Name: "backbone-dtype", Value: "float32", Usage: "affgd side: dtype of the image backbones (float32, bf16, fp16; not parity)"}
+}
+
+// countFlag is --count of the bench commands that report the shim's counters.
+func countFlag(per string) cli.Flag {
+	return &cli.BoolFlag{Name: "count", Usage: "also print the shim's counters per " + per +
+		" (shim calls, ops launched, device→host reads, blocking host→device copies; torch.Counters)"}
+}
+
+// printCounts prints the shim's counters of each measured run divided by per (images in a run;
+// 1 for steps): the range over the runs, or one figure when they agree.
+func printCounts(what string, runs []torch.Counters, per int) {
+	if len(runs) == 0 {
+		return
+	}
+	fmt.Printf("shim counters %s:\n", what)
+	names := []string{"shim calls", "ops launched", "device→host reads", "host→device copies"}
+	for j, name := range names {
+		lo, hi := runs[0].Per(per)[j], runs[0].Per(per)[j]
+		for _, r := range runs[1:] {
+			v := r.Per(per)[j]
+			lo, hi = min(lo, v), max(hi, v)
+		}
+		if lo == hi {
+			fmt.Printf("  %-20s %10.1f\n", name, lo)
+		} else {
+			fmt.Printf("  %-20s %10.1f – %.1f\n", name, lo, hi)
+		}
+	}
 }
 
 // medianOf returns the middle value of xs (the upper one of an even count), as the other benches.

@@ -33,6 +33,10 @@ func benchEvalCommand() *cli.Command {
 			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, cuda or cuda:N (our PyTorch evaluation loop, --against ours, runs on the CPU only)"},
 			&cli.StringFlag{Name: "against", Value: "ours", Usage: "the PyTorch side: ours (tests/bench/bench_eval.py: the released evaluation loop with decoding and metrics) or released (the authors' test_forward per image from --ref, tests/bench/released_step.py)"},
 			&cli.StringFlag{Name: "ref", EnvVars: []string{"AFFGD_RELEASED_REF"}, Usage: "with --against released: a checkout of hynnsk/SelectiveCL"},
+			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu only: the PyTorch side runs on the CPU"},
+			countFlag("image"),
+			backboneDTypeFlag(),
+			&cli.IntFlag{Name: "batch-size", Usage: "affgd side: test images per forward (0 = the device's default; the released loop runs batch 1)"},
 		},
 		Action: benchEval,
 	}
@@ -97,22 +101,31 @@ func benchEval(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if _, err := m.SetPrecision(train.Precision{BackboneDType: c.String("backbone-dtype")}, dev); err != nil {
+		return fmt.Errorf("--backbone-dtype: %w", err)
+	}
 	n := len(ts.Items)
 	if l := c.Int("limit"); l > 0 && l < n {
 		n = l
 	}
-	// A warm-up image, then the timed pass over the set.
-	if _, err := evaluate.Run(m, ts, evaluate.Options{Limit: 1, Device: dev}); err != nil {
+	bs := c.Int("batch-size")
+	if bs <= 0 {
+		bs = evaluate.DefaultBatchSize(dev)
+	}
+	// A warm-up batch, then the timed pass over the set.
+	if _, err := evaluate.Run(m, ts, evaluate.Options{Limit: min(bs, n), Device: dev, BatchSize: bs}); err != nil {
 		return err
 	}
 	var mem memFigures
 	mem.reset(dev)
+	before := torch.ReadCounters()
 	start := time.Now()
-	if _, err := evaluate.Run(m, ts, evaluate.Options{Limit: n, Device: dev}); err != nil {
+	if _, err := evaluate.Run(m, ts, evaluate.Options{Limit: n, Device: dev, BatchSize: bs}); err != nil {
 		return err
 	}
 	goSecs := time.Since(start).Seconds()
 	mem.read(dev)
+	counts := torch.ReadCounters().Sub(before)
 	if against == "released" {
 		r, err := runReleased(py, ref, dev, threads, "--no-step", "--infer-images", fmt.Sprint(n))
 		if err != nil {
@@ -124,6 +137,9 @@ func benchEval(c *cli.Context) error {
 		fmt.Printf("  released  %8.2f images/s  (test_forward alone, batch 1, random inputs; median %s per image)\n", 1/r.Infer, dur(r.Infer))
 		fmt.Printf("  peak memory  affgd: %s\n", mem)
 		fmt.Printf("               released: %s\n", r.mem(!dev.IsCPU(), true))
+		if c.Bool("count") {
+			printCounts(fmt.Sprintf("per image (affgd side: decode, transform, inference, metrics; %d images)", n), []torch.Counters{counts}, n)
+		}
 		return nil
 	}
 
@@ -136,10 +152,14 @@ func benchEval(c *cli.Context) error {
 		return fmt.Errorf("bench eval: the PyTorch side evaluated %v images, affgd %d", pyOut["images"], n)
 	}
 	goRate, pyRate := float64(n)/goSecs, float64(n)/pyOut["seconds"]
-	fmt.Printf("eval of %d test images, %d threads, %s\n", n, threads, dev)
+	fmt.Printf("eval of %d test images, %d threads, %s; affgd at batch %d, backbones in %s (PyTorch: the released batch-1 loop, float32)\n",
+		n, threads, dev, bs, c.String("backbone-dtype"))
 	fmt.Printf("  affgd    %7.2f images/s  (%s)\n", goRate, dur(goSecs))
 	fmt.Printf("  PyTorch  %7.2f images/s  (%s)\n", pyRate, dur(pyOut["seconds"]))
 	fmt.Printf("  affgd / PyTorch throughput: %.2f×\n", goRate/pyRate)
 	fmt.Printf("  peak memory  affgd: %s\n", mem)
+	if c.Bool("count") {
+		printCounts(fmt.Sprintf("per image (affgd side: decode, transform, inference, metrics; %d images)", n), []torch.Counters{counts}, n)
+	}
 	return nil
 }

@@ -464,7 +464,9 @@ func (c *cliEnv) testPredict(t *testing.T) {
 	if len(imgs) != 2 {
 		t.Fatalf("synth wrote %d hold test images, want 2", len(imgs))
 	}
-	args := []string{"predict", "--checkpoint", c.checkpointTrain1, "--vocab", c.voc, "--action", "hold", "--out", out}
+	// Batch 1 in predict and eval below, so that their figures can be compared bitwise (a batch's
+	// maps differ from batch 1's by float32 rounding, checked below and in evaluate's tests).
+	args := []string{"predict", "--checkpoint", c.checkpointTrain1, "--vocab", c.voc, "--action", "hold", "--out", out, "--batch-size", "1"}
 	for _, p := range imgs {
 		args = append(args, "--image", p)
 	}
@@ -549,7 +551,7 @@ func (c *cliEnv) testPredict(t *testing.T) {
 	// eval's per-image figures for the same images are the same numbers.
 	perImage := filepath.Join(c.dir, "per_image.jsonl")
 	c.mustRun(t, "eval", "--dataset", "agd20k-seen", "--data-root", c.root, "--checkpoint", c.checkpointTrain1,
-		"--vocab", c.voc, "--per-image", perImage)
+		"--vocab", c.voc, "--per-image", perImage, "--batch-size", "1")
 	b, err := os.ReadFile(perImage)
 	if err != nil {
 		t.Fatal(err)
@@ -580,6 +582,57 @@ func (c *cliEnv) testPredict(t *testing.T) {
 	}
 	if matched != len(imgs) {
 		t.Errorf("eval --per-image: %d of %v among its lines, want all", matched, imgs)
+	}
+
+	// A folder and a glob pattern, in one batch: the same maps as batch 1 within 1e-6 relative.
+	dir := filepath.Join(c.dir, "pred_dir")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range imgs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(p)), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, arg := range []string{dir, filepath.Join(dir, "*"+filepath.Ext(imgs[0]))} {
+		out2 := filepath.Join(c.dir, "pred_batched")
+		os.RemoveAll(out2)
+		c.mustRun(t, "predict", "--checkpoint", c.checkpointTrain1, "--vocab", c.voc, "--action", "hold", "--out", out2,
+			"--image", arg, "--batch-size", "2")
+		for _, p := range npys {
+			want, err := npy.LoadTensor(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := npy.LoadTensor(filepath.Join(out2, filepath.Base(p)))
+			if err != nil {
+				t.Errorf("predict --image %s: %v", arg, err)
+				continue
+			}
+			scale := want.Abs().Max().Item()
+			if d := got.Sub(want).Abs().Max().Item(); d > 1e-6*scale {
+				t.Errorf("predict --image %s --batch-size 2: %s differs from batch 1 by %.3g (scale %.3g)", arg, filepath.Base(p), d, scale)
+			}
+		}
+	}
+
+	// The precision options: tf32 on the CPU is ignored with a notice; bf16 backbones run (their
+	// maps are not parity, docs/CONFIG.md, so only their shape is checked here).
+	out3 := filepath.Join(c.dir, "pred_bf16")
+	r := c.mustRun(t, "predict", "--checkpoint", c.checkpointTrain1, "--vocab", c.voc, "--action", "hold", "--out", out3,
+		"--image", imgs[0], "--tf32", "--backbone-dtype", "bf16")
+	if !strings.Contains(r.stderr, "--tf32: true has no effect on the CPU") {
+		t.Errorf("predict --tf32 on the CPU: stderr %q, want the notice that it is ignored", r.stderr)
+	}
+	stem := strings.TrimSuffix(filepath.Base(imgs[0]), filepath.Ext(imgs[0]))
+	if a, err := npy.LoadTensor(filepath.Join(out3, stem+"_hold_ree.npy")); err != nil {
+		t.Errorf("predict --backbone-dtype bf16: %v", err)
+	} else if s := a.Shape(); len(s) != 2 || s[0] != 14 || a.DType() != torch.Float32 {
+		t.Errorf("predict --backbone-dtype bf16: map %v %v, want float32 (14, 14)", a.DType(), s)
 	}
 }
 
@@ -660,6 +713,13 @@ func (c *cliEnv) testErrors(t *testing.T) {
 			[]string{c.checkpointTrain1}, []string{"aff_classifier.weight", "[36 384 1 1]", "[10 384 1 1]"}},
 		{"predict corrupt image", append([]string{"predict", "--image", corrupt, "--action", "hold", "--out", filepath.Join(c.dir, "p")}, ckpt...),
 			[]string{corrupt}, nil},
+		{"predict pattern without a match", append([]string{"predict", "--image", filepath.Join(c.dir, "*.nothing"), "--action", "hold", "--out", filepath.Join(c.dir, "p")}, ckpt...),
+			[]string{"*.nothing", "no file matches"}, nil},
+		{"predict missing image", append([]string{"predict", "--image", missing, "--action", "hold", "--out", filepath.Join(c.dir, "p")}, ckpt...),
+			[]string{missing, "no such file"}, nil},
+		{"eval backbone dtype int8", evalArgs("--backbone-dtype", "int8"), []string{"--backbone-dtype", `"int8"`, "float32, bf16, fp16"}, nil},
+		{"train backbone dtype int8", trainArgs("--backbone-dtype", "int8"), []string{"backbone_dtype", `"int8"`, "float32, bf16, fp16"}, nil},
+		{"eval negative batch size", evalArgs("--batch-size", "-1"), []string{"--batch-size", "-1"}, nil},
 		{"train over an existing run", append(append([]string{}, c.trainFlags...), "--epochs", "1", "--out-dir", c.run1),
 			[]string{c.run1, "--resume"}, nil},
 		{"resume with other settings", append(append([]string{}, c.trainFlags...), "--epochs", "1", "--out-dir", c.run1, "--resume", "--batch-size", "4"),

@@ -34,6 +34,8 @@ func weightFlags() []cli.Flag {
 		&cli.StringFlag{Name: "vocab", EnvVars: []string{"AFFGD_BPE_VOCAB"}, Usage: "CLIP's bpe_simple_vocab_16e6.txt.gz (default: the copy embedded in affgd)"},
 		&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, cuda or cuda:N"},
 		&cli.IntFlag{Name: "threads", Usage: "libtorch intra-op threads (0 = libtorch's default)"},
+		&cli.BoolFlag{Name: "tf32", Usage: "CUDA: TF32 matrix products and convolutions (faster, not parity; ignored on the CPU)"},
+		&cli.StringFlag{Name: "backbone-dtype", Value: "float32", Usage: "dtype of the image backbones: float32, bf16 or fp16 (bf16/fp16: faster, not parity; docs/CONFIG.md)"},
 	}
 }
 
@@ -60,11 +62,24 @@ func loadWeights(c *cli.Context, div data.Divide) (*train.Model, torch.Device, e
 			return nil, dev, err
 		}
 	}
+	if _, err := train.ParseBackboneDType(c.String("backbone-dtype")); err != nil {
+		return nil, dev, fmt.Errorf("--backbone-dtype: %w", err)
+	}
 	m, err := train.Load(train.Files{
 		Checkpoint: c.String("checkpoint"), DINO: c.String("dino"), CLIP: c.String("clip"), Head: c.String("head"),
 		Seed: c.Uint64("seed"), Vocab: c.String("vocab"), Divide: div, Device: dev,
 	})
-	return m, dev, err
+	if err != nil {
+		return nil, dev, err
+	}
+	notice, err := m.SetPrecision(train.Precision{TF32: c.Bool("tf32"), BackboneDType: c.String("backbone-dtype")}, dev)
+	if err != nil {
+		return nil, dev, fmt.Errorf("--backbone-dtype: %w", err)
+	}
+	if notice != "" {
+		fmt.Fprintln(os.Stderr, "affgd: --tf32: "+notice)
+	}
+	return m, dev, nil
 }
 
 func evalCommand() *cli.Command {
@@ -79,6 +94,7 @@ func evalCommand() *cli.Command {
 			&cli.IntFlag{Name: "limit", Usage: "evaluate the first N test images only"},
 			&cli.IntFlag{Name: "workers", Usage: "image decoding goroutines (0 = one per CPU)"},
 			&cli.StringFlag{Name: "per-image", Usage: "also write every image's figures to this JSON-lines file"},
+			&cli.IntFlag{Name: "batch-size", Usage: "test images per forward (0 = the device's default); each image's figures equal batch 1's within 1e-6"},
 		),
 		Action: runEval,
 	}
@@ -98,6 +114,9 @@ func runEval(c *cli.Context) error {
 	ts, err := data.OpenTest(c.String("data-root"), div)
 	if err != nil {
 		return err
+	}
+	if bs := c.Int("batch-size"); bs < 0 {
+		return fmt.Errorf("--batch-size %d: want ≥ 1 (or 0, the device's default)", bs)
 	}
 	m, dev, err := loadWeights(c, div)
 	if err != nil {
@@ -120,7 +139,7 @@ func runEval(c *cli.Context) error {
 	}
 	start := time.Now()
 	sum, err := evaluate.Run(m, ts, evaluate.Options{
-		Limit: c.Int("limit"), Workers: c.Int("workers"), Device: dev,
+		Limit: c.Int("limit"), Workers: c.Int("workers"), Device: dev, BatchSize: c.Int("batch-size"),
 		Progress: func(done, _ int) { _ = bar.Set(done) },
 		PerImage: func(r evaluate.ImageResult) {
 			if perImage != nil {

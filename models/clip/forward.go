@@ -63,7 +63,7 @@ func (b *Block) forward(x, mask *torch.Tensor) *torch.Tensor {
 // resized with bicubic interpolation by scale factors ((g+0.1)/√N) per side, N the stored patch
 // count, align_corners false, no antialias (its interpolate_pos_encoding).
 func (m *Model) positionalEmbedding(gh, gw int64) *torch.Tensor {
-	pos := m.Visual.PositionalEmbedding
+	pos := m.visual().PositionalEmbedding
 	rows, d := pos.Size(0), pos.Size(1)
 	if gh*gw+1 == rows {
 		return pos
@@ -131,8 +131,19 @@ func (m *Model) DenseFeatures(x *torch.Tensor) (*torch.Tensor, error) {
 	return out, nil
 }
 
+// visual is the image tower DenseFeatures runs: the lower-precision copy when one is set.
+func (m *Model) visual() *Visual {
+	if m.compute != nil {
+		return m.compute.Visual
+	}
+	return m.Visual
+}
+
 func (m *Model) denseFeatures(x *torch.Tensor) *torch.Tensor {
-	v, c := m.Visual, m.Config
+	v, c := m.visual(), m.Config
+	if m.compute != nil { // the lower-precision image tower (SetVisualDType)
+		x = x.ToDType(v.Conv1.DType())
+	}
 	b, p, w := x.Size(0), c.PatchSize, c.VisionWidth
 	gh, gw := x.Size(2)/p, x.Size(3)/p
 	t := torch.Conv2d(x, v.Conv1, nil, torch.Conv2dOptions{Stride: [2]int64{p, p}})
@@ -148,7 +159,7 @@ func (m *Model) denseFeatures(x *torch.Tensor) *torch.Tensor {
 	last := blocks[len(blocks)-1]
 	t = last.Attn.queryQuery(last.Ln1.Forward(t))
 	t = v.LnPost.Forward(t)
-	return t.Slice(1, 1, gh*gw+1, 1).Matmul(v.Proj)
+	return t.Slice(1, 1, gh*gw+1, 1).Matmul(v.Proj).ToDType(torch.Float32)
 }
 
 // checkTokens reports token ids EncodeText cannot take.

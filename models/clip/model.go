@@ -56,6 +56,10 @@ type Model struct {
 	TokenEmbedding      *torch.Tensor // token_embedding.weight (vocab, width)
 	Transformer         *Transformer  // text transformer
 	LnFinal             *nn.LayerNorm
+
+	// compute, when set, holds in its Visual a copy of the image tower in a lower precision that
+	// DenseFeatures runs instead (SetVisualDType); its other tensors are released.
+	compute *Model
 }
 
 // NamedTensors implements [nn.Module]: every weight under its OpenAI/open_clip name, in the
@@ -77,7 +81,7 @@ func (m *Model) To(d torch.Device) error {
 	if err := torch.CheckDevice(d); err != nil {
 		return err
 	}
-	return torch.Try(func() {
+	err := torch.Try(func() {
 		torch.NoGrad(func() {
 			for _, p := range m.pointers() {
 				old := *p.ptr
@@ -89,6 +93,10 @@ func (m *Model) To(d torch.Device) error {
 			}
 		})
 	})
+	if err == nil && m.compute != nil && m.compute.Visual.Conv1.Device() != d {
+		err = m.SetVisualDType(m.VisualDType()) // rebuilt from the moved weights
+	}
+	return err
 }
 
 // Free releases the storage of every weight now (the model is unusable afterwards). A model
@@ -97,6 +105,56 @@ func (m *Model) Free() {
 	for _, n := range m.NamedTensors() {
 		n.Tensor.Free()
 	}
+	if m.compute != nil {
+		m.compute.Free()
+	}
+}
+
+// SetVisualDType makes DenseFeatures run the image tower in dt (torch.BFloat16 or
+// torch.Float16) on a converted copy of its weights, casting the float32 images to dt and the
+// features back to float32; torch.Float32 (the default) drops the copy. The text tower, whose
+// features are computed once per prompt, stays float32, and so do the model's own weights
+// (NamedTensors, checkpoints). This is a speed option, not parity: the features differ from
+// float32 by the rounding of dt.
+func (m *Model) SetVisualDType(dt torch.DType) error {
+	if m.compute != nil {
+		m.compute.Free()
+		m.compute = nil
+	}
+	switch dt {
+	case torch.Float32:
+		return nil
+	case torch.BFloat16, torch.Float16:
+	default:
+		return fmt.Errorf("clip: image tower dtype %s: want float32, bfloat16 or float16", dt)
+	}
+	c := newEmpty(m.Config)
+	src, dst := m.pointers(), c.pointers()
+	err := torch.Try(func() {
+		torch.NoGrad(func() {
+			for i, p := range dst {
+				old := *p.ptr
+				if strings.HasPrefix(p.name, "visual.") {
+					*p.ptr = torch.Escape((*src[i].ptr).ToDType(dt))
+				}
+				old.Free()
+			}
+		})
+	})
+	if err != nil {
+		c.Free()
+		return fmt.Errorf("clip: converting the image tower to %s: %w", dt, err)
+	}
+	m.compute = c
+	return nil
+}
+
+// VisualDType is the dtype the image tower runs in (see SetVisualDType).
+func (m *Model) VisualDType() torch.DType {
+	if m.compute != nil {
+		return m.compute.Visual.Conv1.DType()
+	}
+	return torch.Float32
 }
 
 type namedPtr struct {

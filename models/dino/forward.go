@@ -137,9 +137,10 @@ func (m *ViT) Forward(x *torch.Tensor) (*torch.Tensor, error) {
 		return nil, err
 	}
 	var out *torch.Tensor
+	net, x32 := m.net(), x
 	err := run("forward", func(s *torch.Scope) {
-		t := blocks(m.Blocks, m.tokens(x))
-		out = s.Keep(m.Norm.Forward(t))
+		t := blocks(net.Blocks, net.tokens(m.in(x32)))
+		out = s.Keep(m.out(net.Norm.Forward(t)))
 	})
 	return out, err
 }
@@ -163,12 +164,14 @@ func (m *ViT) Features(x *torch.Tensor) (*Output, error) {
 		return nil, err
 	}
 	out := &Output{H: x.Size(2) / m.Cfg.PatchSize, W: x.Size(3) / m.Cfg.PatchSize}
+	net := m.net()
 	err := run("features", func(s *torch.Scope) {
-		last := m.Blocks[len(m.Blocks)-1]
-		t := blocks(m.Blocks[:len(m.Blocks)-1], m.tokens(x))
+		last := net.Blocks[len(net.Blocks)-1]
+		t := blocks(net.Blocks[:len(net.Blocks)-1], net.tokens(m.in(x)))
 		attn, k, _ := last.Attn.weights(last.Norm1.Forward(t))
 		key := k.Permute(0, 2, 3, 1).Flatten(-2, -1)
-		out.Key = s.Keep(key.Narrow(1, 1, key.Size(1)-1).Contiguous())
+		out.Key = s.Keep(m.out(key.Narrow(1, 1, key.Size(1)-1).Contiguous()))
+		attn = m.out(attn)
 		out.Attn = s.Keep(attn)
 		out.SamHard = s.Keep(samHard(attn, out.H, out.W, m.Cfg.saliencyHeads()))
 	})
@@ -176,6 +179,29 @@ func (m *ViT) Features(x *torch.Tensor) (*Output, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// net is the module the forward runs: the lower-precision copy when one is set.
+func (m *ViT) net() *ViT {
+	if m.compute != nil {
+		return m.compute
+	}
+	return m
+}
+
+// in casts the float32 input to the compute dtype; out casts a result back to float32.
+func (m *ViT) in(x *torch.Tensor) *torch.Tensor {
+	if m.compute == nil {
+		return x
+	}
+	return x.ToDType(m.ComputeDType())
+}
+
+func (m *ViT) out(y *torch.Tensor) *torch.Tensor {
+	if m.compute == nil {
+		return y
+	}
+	return y.ToDType(torch.Float32)
 }
 
 // samHard is the saliency of [ViT.Features] from the attention (B, heads, N, N).

@@ -280,4 +280,45 @@ func (m *ViT) Free() {
 	for _, n := range m.NamedTensors() {
 		n.Tensor.Free()
 	}
+	if m.compute != nil {
+		m.compute.Free()
+	}
+}
+
+// SetComputeDType makes Forward and Features run the backbone in dt (torch.BFloat16 or
+// torch.Float16) on a converted copy of the weights, casting the float32 input images to dt and
+// the outputs (keys, attention) back to float32; the saliency is computed from the float32 cast
+// of the attention. torch.Float32 (the default) drops the copy. The float32 weights stay the
+// model's (NamedTensors, checkpoints). This is a speed option, not parity: the features differ
+// from float32 by the rounding of dt.
+func (m *ViT) SetComputeDType(dt torch.DType) error {
+	if m.compute != nil {
+		m.compute.Free()
+		m.compute = nil
+	}
+	switch dt {
+	case torch.Float32:
+		return nil
+	case torch.BFloat16, torch.Float16:
+	default:
+		return fmt.Errorf("dino: compute dtype %s: want float32, bfloat16 or float16", dt)
+	}
+	c, err := alloc(m.Cfg, []torch.Option{dt, m.Device()})
+	if err != nil {
+		return err
+	}
+	if err := nn.Load(c, nn.StateDict(m), "dino weights", nn.LoadOptions{}); err != nil {
+		c.Free()
+		return fmt.Errorf("dino: converting the weights to %s: %w", dt, err)
+	}
+	m.compute = c
+	return nil
+}
+
+// ComputeDType is the dtype the backbone runs in (see SetComputeDType).
+func (m *ViT) ComputeDType() torch.DType {
+	if m.compute != nil {
+		return m.compute.ClsToken.DType()
+	}
+	return torch.Float32
 }

@@ -151,6 +151,10 @@ type ViT struct {
 	PatchEmbed *nn.Conv2d    // patch_embed.proj: C_in → C, kernel and stride PatchSize
 	Blocks     []*Block
 	Norm       *nn.LayerNorm
+
+	// compute, when set, is a copy of the weights in a lower precision that Forward and Features
+	// run instead (SetComputeDType); the float32 weights above stay what is saved and loaded.
+	compute *ViT
 }
 
 // NamedTensors implements [nn.Module], with DINO's names in DINO's state-dict order.

@@ -82,6 +82,25 @@ at_err at_cuda_reset_peak_memory(int device);
 /* The device's free and total memory as the driver reports them (cudaMemGetInfo). */
 at_err at_cuda_mem_info(int device, int64_t *free_bytes, int64_t *total_bytes);
 
+/* ---- counters ----
+ * Process-wide counts, kept with relaxed atomics (always on; reading them is cheap), of what a
+ * GPU pays for: calls into the shim, the calls among them that launch tensor work, reads of
+ * device values by the host (item, copies of tensor data to host memory, a .to(cpu) of a device
+ * tensor, and the ops whose output size depends on the values: nonzero, masked_select, unique and
+ * boolean-mask indexing), and blocking host-to-device copies (tensors made from host memory,
+ * .to(cuda) of a CPU tensor). Reads and uploads are counted on every device, so a CPU run shows
+ * what the same code would stall on on a GPU; a .to() between CPU tensors counts nothing. */
+#define AT_COUNTERS(X) X(calls) X(ops) X(reads) X(uploads)
+enum {
+#define AT_COUNTER_ENUM(name) AT_COUNTER_##name,
+  AT_COUNTERS(AT_COUNTER_ENUM)
+#undef AT_COUNTER_ENUM
+  AT_NUM_COUNTERS
+};
+/* Writes min(n, AT_NUM_COUNTERS) counters into out, in AT_COUNTERS order. */
+void at_counters(int64_t *out, int n);
+void at_reset_counters(void);
+
 /* ---- lifetime and scopes ---- */
 void at_scope_enter(void);
 at_err at_scope_exit(void);

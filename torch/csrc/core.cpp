@@ -30,6 +30,8 @@ void unref(at_box *b) {
 
 namespace affgd {
 
+std::atomic<int64_t> g_counters[AT_NUM_COUNTERS];
+
 char *dup_string(const std::string &s) {
   char *p = static_cast<char *>(std::malloc(s.size() + 1));
   if (p) std::memcpy(p, s.c_str(), s.size() + 1);
@@ -236,6 +238,16 @@ at_err at_cuda_mem_info(int device, int64_t *free_bytes, int64_t *total_bytes) {
 #endif
 }
 
+// ---- counters ----
+
+void at_counters(int64_t *out, int n) {
+  for (int i = 0; i < n && i < AT_NUM_COUNTERS; i++)
+    out[i] = affgd::g_counters[i].load(std::memory_order_relaxed);
+}
+void at_reset_counters(void) {
+  for (auto &c : affgd::g_counters) c.store(0, std::memory_order_relaxed);
+}
+
 // ---- lifetime ----
 
 void at_scope_enter(void) { t_scopes.emplace_back(); }
@@ -300,30 +312,31 @@ int at_is_grad_enabled(void) { return c10::GradMode::is_enabled() ? 1 : 0; }
 
 // ---- facts ----
 
-at_err at_dim(at_tensor t, int64_t *out) { AT_TRY(*out = T(t).dim()); }
+at_err at_dim(at_tensor t, int64_t *out) { AT_TRY_FACT(*out = T(t).dim()); }
 at_err at_sizes(at_tensor t, int64_t *out, int cap) {
-  AT_TRY({
+  AT_TRY_FACT({
     auto &x = T(t);
     TORCH_CHECK(x.dim() <= cap, "shape buffer too small");
     for (int64_t i = 0; i < x.dim(); i++) out[i] = x.size(i);
   });
 }
 at_err at_strides(at_tensor t, int64_t *out, int cap) {
-  AT_TRY({
+  AT_TRY_FACT({
     auto &x = T(t);
     TORCH_CHECK(x.dim() <= cap, "stride buffer too small");
     for (int64_t i = 0; i < x.dim(); i++) out[i] = x.stride(i);
   });
 }
-at_err at_dtype(at_tensor t, int *out) { AT_TRY(*out = affgd::from_scalar_type(T(t).scalar_type())); }
-at_err at_device(at_tensor t, int *out) { AT_TRY(*out = affgd::from_device(T(t).device())); }
-at_err at_numel(at_tensor t, int64_t *out) { AT_TRY(*out = T(t).numel()); }
-at_err at_requires_grad(at_tensor t, int *out) { AT_TRY(*out = T(t).requires_grad() ? 1 : 0); }
-at_err at_is_contiguous(at_tensor t, int *out) { AT_TRY(*out = T(t).is_contiguous() ? 1 : 0); }
+at_err at_dtype(at_tensor t, int *out) { AT_TRY_FACT(*out = affgd::from_scalar_type(T(t).scalar_type())); }
+at_err at_device(at_tensor t, int *out) { AT_TRY_FACT(*out = affgd::from_device(T(t).device())); }
+at_err at_numel(at_tensor t, int64_t *out) { AT_TRY_FACT(*out = T(t).numel()); }
+at_err at_requires_grad(at_tensor t, int *out) { AT_TRY_FACT(*out = T(t).requires_grad() ? 1 : 0); }
+at_err at_is_contiguous(at_tensor t, int *out) { AT_TRY_FACT(*out = T(t).is_contiguous() ? 1 : 0); }
 at_err at_to_string(at_tensor t, char **out) {
   AT_TRY({
     std::ostringstream os;
     os << T(t);
+    affgd::count_read();
     *out = affgd::dup_string(os.str());
   });
 }
@@ -376,6 +389,7 @@ at_err at_from_data(const void *data, int64_t nbytes, const int64_t *shape, int 
     TORCH_CHECK(static_cast<int64_t>(t.nbytes()) == nbytes, "data holds ", nbytes,
                 " bytes but shape ", t.sizes(), " of ", st, " needs ", t.nbytes());
     if (nbytes > 0) std::memcpy(t.data_ptr(), data, nbytes);
+    affgd::count(AT_COUNTER_uploads);
     *out = wrap(dev.is_cpu() ? t : t.to(dev));
   });
 }
@@ -386,6 +400,7 @@ at_err at_copy_data(at_tensor h, void *dst, int64_t nbytes, int dtype) {
     TORCH_CHECK(static_cast<int64_t>(t.nbytes()) == nbytes, "destination holds ", nbytes,
                 " bytes but the tensor needs ", t.nbytes());
     if (nbytes > 0) std::memcpy(dst, t.data_ptr(), nbytes);
+    affgd::count_read();
   });
 }
 
@@ -394,6 +409,7 @@ at_err at_item(at_tensor t, double *out) {
     auto &x = T(t);
     TORCH_CHECK(x.numel() == 1, "item() needs a tensor with one element, got shape ", x.sizes());
     *out = x.item<double>();
+    affgd::count_read();
   });
 }
 at_err at_item_int(at_tensor t, int64_t *out) {
@@ -401,6 +417,7 @@ at_err at_item_int(at_tensor t, int64_t *out) {
     auto &x = T(t);
     TORCH_CHECK(x.numel() == 1, "item() needs a tensor with one element, got shape ", x.sizes());
     *out = x.item<int64_t>();
+    affgd::count_read();
   });
 }
 
@@ -493,7 +510,9 @@ at_err at_to(at_tensor t, int dtype, int device, at_tensor *out) {
   AT_TRY({
     auto &x = T(t);
     auto st = dtype < 0 ? x.scalar_type() : affgd::to_scalar_type(dtype);
-    *out = wrap(x.to(affgd::to_device(device), st));
+    auto dev = affgd::to_device(device);
+    if (x.device().is_cpu() != dev.is_cpu()) affgd::count(dev.is_cpu() ? AT_COUNTER_reads : AT_COUNTER_uploads);
+    *out = wrap(x.to(dev, st));
   });
 }
 at_err at_contiguous(at_tensor t, at_tensor *out) { AT_TRY(*out = wrap(T(t).contiguous())); }

@@ -40,10 +40,24 @@ char *dup_string(const std::string &s);
 // A scalar that keeps integral values integral on integral tensors, as Python does.
 at::Scalar scalar_for(const at::Tensor &t, double v);
 
+// The counters of affgd_torch.h ("counters"), bumped with relaxed atomics.
+extern std::atomic<int64_t> g_counters[AT_NUM_COUNTERS];
+inline void count(int which, int64_t n = 1) { g_counters[which].fetch_add(n, std::memory_order_relaxed); }
+// A device-to-host read of x's values.
+inline void count_read() { count(AT_COUNTER_reads); }
+
 }  // namespace affgd
 
-// Runs body and turns every C++ exception into an at_err.
-#define AT_TRY(...)                                                     \
+// Runs body and turns every C++ exception into an at_err; counts one call that launches tensor
+// work (AT_TRY_FACT: one that only reads a handle's metadata).
+#define AT_TRY(...)                       \
+  affgd::count(AT_COUNTER_calls);         \
+  affgd::count(AT_COUNTER_ops);           \
+  AT_TRY_BODY(__VA_ARGS__)
+#define AT_TRY_FACT(...)                  \
+  affgd::count(AT_COUNTER_calls);         \
+  AT_TRY_BODY(__VA_ARGS__)
+#define AT_TRY_BODY(...)                                                \
   try {                                                                  \
     __VA_ARGS__;                                                         \
     return nullptr;                                                      \

@@ -109,15 +109,21 @@ at_err at_scatter_add(at_tensor t, int64_t dim, at_tensor index, at_tensor src, 
   AT_TRY(*out = wrap(T(t).scatter_add(dim, T(index), T(src))));
 }
 
+// A boolean (mask) index makes the output size depend on the mask's values: the host reads them.
 static std::vector<at::indexing::TensorIndex> indices(const at_tensor *idx, int n) {
   std::vector<at::indexing::TensorIndex> v;
   v.reserve(n);
+  bool mask = false;
   for (int i = 0; i < n; i++) {
-    if (idx[i] == nullptr)
+    if (idx[i] == nullptr) {
       v.emplace_back(at::indexing::Slice());
-    else
-      v.emplace_back(T(idx[i]));
+    } else {
+      auto &ix = T(idx[i]);
+      mask = mask || ix.scalar_type() == at::kBool || ix.scalar_type() == at::kByte;
+      v.emplace_back(ix);
+    }
   }
+  if (mask) affgd::count_read();
   return v;
 }
 
@@ -126,20 +132,23 @@ at_err at_index(at_tensor t, const at_tensor *idx, int n, at_tensor *out) {
 }
 at_err at_index_put_(at_tensor t, const at_tensor *idx, int n, at_tensor values, int accumulate) {
   AT_TRY({
-    auto ix = indices(idx, n);
     if (accumulate) {
       c10::List<c10::optional<at::Tensor>> l;
+      bool mask = false;
+      for (int i = 0; i < n; i++) mask = mask || (idx[i] && T(idx[i]).scalar_type() == at::kBool);
+      if (mask) affgd::count_read();
       for (int i = 0; i < n; i++) l.push_back(idx[i] ? c10::optional<at::Tensor>(T(idx[i])) : c10::nullopt);
       at::Tensor x = T(t);
       x.index_put_(l, T(values), true);
     } else {
+      auto ix = indices(idx, n);
       at::Tensor x = T(t);
       x.index_put_(ix, T(values));
     }
   });
 }
 at_err at_masked_select(at_tensor t, at_tensor mask, at_tensor *out) {
-  AT_TRY(*out = wrap(T(t).masked_select(T(mask))));
+  AT_TRY(affgd::count_read(); *out = wrap(T(t).masked_select(T(mask))));
 }
 at_err at_masked_fill(at_tensor t, at_tensor mask, double value, at_tensor *out) {
   AT_TRY(*out = wrap(T(t).masked_fill(T(mask), affgd::scalar_for(T(t), value))));
@@ -150,7 +159,7 @@ at_err at_masked_fill_(at_tensor t, at_tensor mask, double value) {
 at_err at_where(at_tensor cond, at_tensor a, at_tensor b, at_tensor *out) {
   AT_TRY(*out = wrap(at::where(T(cond), T(a), T(b))));
 }
-at_err at_nonzero(at_tensor t, at_tensor *out) { AT_TRY(*out = wrap(T(t).nonzero())); }
+at_err at_nonzero(at_tensor t, at_tensor *out) { AT_TRY(affgd::count_read(); *out = wrap(T(t).nonzero())); }
 at_err at_tril(at_tensor t, int64_t diagonal, at_tensor *out) { AT_TRY(*out = wrap(T(t).tril(diagonal))); }
 at_err at_triu(at_tensor t, int64_t diagonal, at_tensor *out) { AT_TRY(*out = wrap(T(t).triu(diagonal))); }
 at_err at_flip(at_tensor t, const int64_t *dims, int nd, at_tensor *out) {
@@ -339,6 +348,7 @@ at_err at_sort(at_tensor t, int64_t dim, int descending, int stable, at_tensor *
 at_err at_unique(at_tensor t, int sorted, int return_inverse, int return_counts, at_tensor *values,
                  at_tensor *inverse, at_tensor *counts) {
   AT_TRY({
+    affgd::count_read();
     auto r = at::_unique2(T(t), sorted != 0, return_inverse != 0, return_counts != 0);
     *values = wrap(std::get<0>(r));
     *inverse = return_inverse ? wrap(std::get<1>(r)) : nullptr;
@@ -521,6 +531,6 @@ at_err at_set_grad(at_tensor t, at_tensor grad) {
   AT_TRY(T(t).mutable_grad() = grad ? T(grad) : at::Tensor());
 }
 at_err at_zero_grad(at_tensor t) { AT_TRY(T(t).mutable_grad() = at::Tensor()); }
-at_err at_is_leaf(at_tensor t, int *out) { AT_TRY(*out = T(t).is_leaf() ? 1 : 0); }
+at_err at_is_leaf(at_tensor t, int *out) { AT_TRY_FACT(*out = T(t).is_leaf() ? 1 : 0); }
 
 }  // extern "C"
