@@ -358,9 +358,10 @@ func benchStep(c *cli.Context) error {
 			labels[i] = int64(5*i) % int64(len(classes))
 		}
 		b := train.Batch{
-			Ego:   torch.Randn([]int64{bsz, 3, size, size}, g).To(dev),
-			Exo:   torch.Randn([]int64{bsz, e, 3, size, size}, g).To(dev),
-			Label: torch.FromSliceOn(labels, dev, bsz),
+			Ego:    torch.Randn([]int64{bsz, 3, size, size}, g).To(dev),
+			Exo:    torch.Randn([]int64{bsz, e, 3, size, size}, g).To(dev),
+			Label:  torch.FromSliceOn(labels, dev, bsz),
+			Labels: labels, // as the trainer's loader gives them
 		}
 		kg, err := torch.NewGenerator(0, dev) // draws the K-means initialisations, on the model's device
 		if err != nil {
@@ -379,13 +380,10 @@ func benchStep(c *cli.Context) error {
 				}
 				torch.Synchronize(dev)
 				t1 := time.Now()
-				r, err := m.ForwardFeatures(b, f, o)
-				if err != nil {
+				// The trainer's step (train.Model.Step) from these features.
+				if _, _, err := m.Step(b, opt, o, train.StepOptions{Features: f, PScoreBins: 10}); err != nil {
 					torch.Fail("bench", "%v", err)
 				}
-				opt.ZeroGrad()
-				r.Loss.Backward()
-				opt.Step()
 				torch.Synchronize(dev)
 				tb, tr = t1.Sub(t0).Seconds(), time.Since(t1).Seconds()
 			})
