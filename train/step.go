@@ -89,8 +89,8 @@ type Result struct {
 	// Counts on the device, 0-d int64 (nil with the loss off): samples whose pixel loss had no
 	// anchor with a positive (METHOD §9.2), prototypical anchors without a positive.
 	EmptyPixelSamples, EmptyProtoRows *torch.Tensor
-	NumCandidates     []int // part-discovery candidates per sample
-	EmptyClusters     []int // empty K-means clusters per sample, with Discovery.CountEmpty (analysis)
+	NumCandidates                     []int // part-discovery candidates per sample
+	EmptyClusters                     []int // empty K-means clusters per sample, with Discovery.CountEmpty (analysis)
 }
 
 // prompts returns the affordance and exocentric prompts of the labels.
