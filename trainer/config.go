@@ -324,6 +324,7 @@ var ranges = map[string]struct{ interval, note string }{
 	"max_steps_per_epoch": {"[0, inf)", "0 = whole epochs"},
 	"test_limit":          {"[0, inf)", "0 = the whole test set"},
 	"state_every_minutes": {"[0, 10080]", "0 = at epoch ends only"},
+	"eval_batch_size":     {"[0, 1024]", "0 = the device's default"},
 }
 
 // Size limits (see ranges). MaxCropSize also bounds `affgd predict --size`.
@@ -442,7 +443,6 @@ func (c Config) Validate() error {
 		{c.BatchSize*(c.NumExo+1)*c.CropSize*c.CropSize > MaxStepPixels, "batch_size", fmt.Sprintf(
 			"batch_size × (num_exo + 1) × crop_size² ≤ %d pixels per step; got %d × %d × %d² = %d (lower one of them)",
 			MaxStepPixels, c.BatchSize, c.NumExo+1, c.CropSize, c.BatchSize*(c.NumExo+1)*c.CropSize*c.CropSize)},
-		{c.EvalBatchSize < 0, "eval_batch_size", "≥ 0 (0 = the device's default)"},
 	} {
 		if k.bad {
 			return fmt.Errorf("config: %s: want %s", k.key, k.want)
