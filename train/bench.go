@@ -28,7 +28,8 @@ type BenchStepOptions struct {
 // shim's counters of each timed step.
 type BenchStepResult struct {
 	Steps, Backbones, Rests []float64
-	Counts                  []torch.Counters
+	Counts                  []torch.Counters // whole steps
+	BackboneCounts          []torch.Counters // the backbones' part of them
 }
 
 // BenchStep times the training step of [Model.Step] on full-size random backbones (DINO
@@ -68,11 +69,14 @@ func BenchStep(o BenchStepOptions) (*BenchStepResult, error) {
 		}
 		kg := mustGen(torch.NewGenerator(0, dev)) // draws the K-means initialisations, on the model's device
 		opts := Options{Epoch: o.Epoch, Discovery: discovery.DefaultOptions(), Gen: kg}
+		var cb torch.Counters
 		round := func() (tb, tr float64) {
 			err := torch.WithScope(func(*torch.Scope) {
 				torch.Synchronize(dev)
 				t0 := time.Now()
+				c0 := torch.ReadCounters()
 				f := must(m.Backbones(b))
+				cb = torch.ReadCounters().Sub(c0)
 				torch.Synchronize(dev)
 				t1 := time.Now()
 				// The trainer's step (Model.Step) from these features.
@@ -96,6 +100,7 @@ func BenchStep(o BenchStepOptions) (*BenchStepResult, error) {
 			if i > 0 {
 				res.Steps, res.Backbones, res.Rests = append(res.Steps, tb+tr), append(res.Backbones, tb), append(res.Rests, tr)
 				res.Counts = append(res.Counts, torch.ReadCounters().Sub(before))
+				res.BackboneCounts = append(res.BackboneCounts, cb)
 			}
 		}
 	})

@@ -353,6 +353,7 @@ func benchStep(c *cli.Context) error {
 	fmt.Printf("%-36s %12s\n", "peak memory (affgd)", goMem)
 	if c.Bool("count") {
 		printCounts("per step (affgd side: backbones, head, discovery, losses, backward, SGD)", counts, 1)
+		printCounts("of which the backbones (CLIP text+dense, DINO)", res.BackboneCounts, 1)
 	}
 	return nil
 }
