@@ -379,7 +379,7 @@ func (r *runner) epoch(ctx context.Context, p *progress) error {
 	}
 	r.ui.EpochStart(p.Epoch, cfg.Epochs, steps, p.NextStep)
 	lastSave, first := time.Now(), p.NextStep
-	var wait time.Duration // time the steps waited for the loader's batches
+	var wait, firstWait time.Duration // time the steps waited for the loader's batches
 	for ; p.NextStep < steps; p.NextStep++ {
 		// Every state_every_minutes, the state before this step, so that a hard kill loses at most
 		// that much training.
@@ -400,7 +400,11 @@ func (r *runner) epoch(ctx context.Context, p *progress) error {
 		}
 		t0 := time.Now()
 		b, err := loader.Next()
-		wait += time.Since(t0) // the step waits for its batch (the loader builds it meanwhile)
+		if p.NextStep == first {
+			firstWait = time.Since(t0) // the loader's start: nothing could be prefetched yet
+		} else {
+			wait += time.Since(t0) // the step waits for its batch (the loader builds it meanwhile)
+		}
 		if err == io.EOF {
 			break
 		}
@@ -418,9 +422,9 @@ func (r *runner) epoch(ctx context.Context, p *progress) error {
 		r.ui.Step(st)
 	}
 	r.sched.Step()
-	if n := p.NextStep - first; n > 0 {
-		r.ui.Log(fmt.Sprintf("data: the %d steps waited %.3f s for batches (%.1f ms per step; workers %d)",
-			n, wait.Seconds(), 1000*wait.Seconds()/float64(n), cfg.Workers))
+	if n := p.NextStep - first; n > 1 {
+		r.ui.Log(fmt.Sprintf("data: the first step waited %.1f ms for its batch, the %d others %.1f ms per step on average (workers %d)",
+			1000*firstWait.Seconds(), n-1, 1000*wait.Seconds()/float64(n-1), cfg.Workers))
 	}
 
 	l := EpochLog{Epoch: p.Epoch + 1, LR: lrs, Steps: p.Sums.Steps, Losses: map[string]float64{},
