@@ -253,3 +253,30 @@ func TestBatchedEqualsPerSample(t *testing.T) {
 		})
 	}
 }
+
+// TestDiscoverReads: part discovery reads from the device once for the candidate counts and once
+// per K-means convergence check (at most 4), whatever the batch size.
+func TestDiscoverReads(t *testing.T) {
+	for _, B := range []int64{1, 4, 16} {
+		err := torch.WithScope(func(*torch.Scope) {
+			g0, _ := torch.NewGenerator(5, torch.CPU)
+			const E, C, h, w = 3, 64, 8, 8
+			in := Inputs{
+				DEgo: torch.Randn([]int64{B, C, h, w}, g0), DExo: torch.Randn([]int64{B * E, C, h, w}, g0),
+				SEgo: torch.Rand([]int64{B, h, w}, g0), SExo: torch.Rand([]int64{B * E, h, w}, g0),
+				MExo: torch.Rand([]int64{B * E, h, w}, g0), SamHard: torch.Rand([]int64{B, h * w}, g0).GtScalar(0.5).ToDType(torch.Float32), E: E,
+			}
+			g, _ := torch.NewGenerator(1, torch.CPU)
+			before := torch.ReadCounters()
+			if _, err := Discover(in, Options{Gamma1: 0.5, Alpha: 0.3, Clusters: 3, PerImageExo: true}, nil, g); err != nil {
+				t.Fatal(err)
+			}
+			if reads := torch.ReadCounters().Sub(before).Reads; reads < 2 || reads > 5 {
+				t.Errorf("B=%d: %d device→host reads, want 1 + 1..4 K-means checks", B, reads)
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -127,22 +127,6 @@ type PScoreHist struct {
 	Unclustered int       `json:"unclustered"`
 }
 
-// addPScores adds each sample's best p of scores (B, K), NaN rows for unclustered samples, to
-// the epoch's histogram.
-func (s *epochSums) addPScores(scores *torch.Tensor) {
-	if s.PScore == nil {
-		s.PScore = make([]int, PScoreBins)
-	}
-	best, _ := scores.MaxDim(1, false)
-	for _, p := range best.To(torch.CPU).Float32s() {
-		if math.IsNaN(float64(p)) {
-			s.Unclustered++
-			continue
-		}
-		s.PScore[min(max(int(float64(p)*PScoreBins), 0), PScoreBins-1)]++
-	}
-}
-
 // addPScoreCounts adds one step's histogram (PScoreBins counts) and unclustered samples.
 func (s *epochSums) addPScoreCounts(counts []int, unclustered int) {
 	if s.PScore == nil {
