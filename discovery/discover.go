@@ -214,7 +214,7 @@ func discover(in Inputs, opt Options, inits map[int][]int64, g *torch.Generator)
 	lo, _ := cand.MinDim(-1, true)
 	hi, _ := cand.MaxDim(-1, true)
 	selected := cand.Sub(lo).Div(hi.Sub(lo).AddScalar(candidateEps)).GtScalar(opt.Gamma1) // (B, E, L)
-	counts := selected.SumDims([]int64{1, 2}, false).To(torch.CPU).Int64s()               // the one read
+	counts := selected.SumDims([]int64{1, 2}, false).Int64s()                             // the one read
 
 	res := &Result{NumCandidates: make([]int, d.B)}
 	if opt.CountEmpty {
@@ -270,7 +270,7 @@ func discover(in Inputs, opt Options, inits map[int][]int64, g *torch.Generator)
 
 		raw := kmeansBatch(points, validF, torch.Stack(initRows, 0), KMeansMaxIter, KMeansTol)
 		if opt.CountEmpty {
-			empty := emptyClustersBatch(points, validF, raw).To(torch.CPU).Int64s()
+			empty := emptyClustersBatch(points, validF, raw).Int64s()
 			for i, b := range clustered {
 				res.EmptyClusters[b] = int(empty[i])
 			}

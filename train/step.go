@@ -426,7 +426,7 @@ func (m *Model) Step(b Batch, opt *optim.SGD, o Options, so StepOptions) (*Resul
 		if so.AfterBackward != nil {
 			so.AfterBackward(r)
 		}
-		fig = readFigures(stats.To(torch.CPU).Float64s(), r, b.Label.Size(0), so.PScoreBins)
+		fig = readFigures(stats.Float64s(), r, b.Label.Size(0), so.PScoreBins)
 		if math.IsNaN(fig.Loss) || math.IsInf(fig.Loss, 0) {
 			t := fig.Terms
 			torch.Fail("train", "the loss is %v (%s %v, %s %v, %s %v, %s %v; NaN: weight 0, not computed); the step was not applied",

@@ -195,7 +195,7 @@ func (h *Head) checkLabelsOn(labels *torch.Tensor, host []int64, b int64) {
 		}
 		lo, hi = slices.Min(host), slices.Max(host)
 	} else {
-		mm := torch.Stack([]*torch.Tensor{labels.Min(), labels.Max()}, 0).To(torch.CPU).Int64s() // one read
+		mm := torch.Stack([]*torch.Tensor{labels.Min(), labels.Max()}, 0).Int64s() // one read (the copy comes from any device)
 		lo, hi = mm[0], mm[1]
 	}
 	if lo < 0 || hi >= h.K {
