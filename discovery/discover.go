@@ -179,9 +179,12 @@ func validate(in Inputs, opt Options, inits map[int][]int64) dims {
 	return d
 }
 
-// sampleMaps are one sample's part maps and soft maps, (h, w) and (E, h, w).
-type sampleMaps struct{ partEgo, softEgo, partExo, softExo *torch.Tensor }
-
+// discover runs §7 for the whole batch at once: one device→host read (the candidate counts,
+// which the K-means draws and the padding need), then every clustered sample's K-means,
+// reliability, best cluster and maps as batched tensor ops on the device. Each sample's values
+// are those of the sample-by-sample computation (the per-sample loop of earlier versions; test
+// TestBatchedEqualsPerSample): the batched products multiply the same rows, padded points are
+// zero and carry no weight, and a converged sample keeps its centroids.
 func discover(in Inputs, opt Options, inits map[int][]int64, g *torch.Generator) *Result {
 	d := validate(in, opt, inits)
 	dev := in.DEgo.Device()
@@ -211,135 +214,173 @@ func discover(in Inputs, opt Options, inits map[int][]int64, g *torch.Generator)
 	lo, _ := cand.MinDim(-1, true)
 	hi, _ := cand.MaxDim(-1, true)
 	selected := cand.Sub(lo).Div(hi.Sub(lo).AddScalar(candidateEps)).GtScalar(opt.Gamma1) // (B, E, L)
-	counts := selected.SumDims([]int64{1, 2}, false).To(torch.CPU).Int64s()
+	counts := selected.SumDims([]int64{1, 2}, false).Int64s()                             // the one read
 
 	res := &Result{NumCandidates: make([]int, d.B)}
 	if opt.CountEmpty {
 		res.EmptyClusters = make([]int, d.B)
 	}
-	reliable := make([]float32, d.B)
-	scores := make([]*torch.Tensor, d.B)
-	maps := make([]sampleMaps, d.B)
+	// (b) Who is clustered, and (c) their initial centroids, drawn in sample order as the
+	// released code draws them.
+	var clustered []int64
+	var initRows []*torch.Tensor
+	var nMax int64
 	for b := range d.B {
 		res.NumCandidates[b] = int(counts[b])
-		object := sampleMaps{
-			partEgo: in.SEgo.Select(0, b), softEgo: in.SEgo.Select(0, b),
-			partExo: fallbackExo.Select(0, b), softExo: fallbackExo.Select(0, b),
-		}
 		if opt.CountEmpty {
 			res.EmptyClusters[b] = -1
 		}
 		if counts[b] < K || opt.Prototypes == ObjectLevel {
-			scores[b] = torch.Full([]int64{K}, math.NaN(), torch.Float32, dev)
-			maps[b] = object
 			continue
 		}
-		var init *torch.Tensor
 		if idx, ok := inits[int(b)]; ok {
 			for _, i := range idx {
 				if i < 0 || i >= counts[b] {
 					torch.Fail("discovery.Discover", "inits[%d] index %d out of range for %d candidates", b, i, counts[b])
 				}
 			}
-			init = torch.FromSliceOn(idx, dev, K)
+			initRows = append(initRows, torch.FromSliceOn(idx, dev, K))
 		} else {
-			init = torch.Randint(0, counts[b], []int64{K}, g, dev)
+			initRows = append(initRows, torch.Randint(0, counts[b], []int64{K}, g, dev))
 		}
-		points := exoTok.Select(0, b).Narrow(1, 0, L).Index(selected.Select(0, b)) // (N, C)
-		part, p, empty, ok := cluster(d, opt, points, init, exoFlat.Select(0, b), exoTok.Select(0, b),
-			egoWeighted.Select(0, b), egoTok.Select(0, b), in.SamHard.Select(0, b))
-		scores[b] = p
-		if opt.CountEmpty {
-			res.EmptyClusters[b] = empty
-		}
-		if !ok {
-			maps[b] = object
-			continue
-		}
-		reliable[b] = 1
-		maps[b] = part
+		clustered = append(clustered, b)
+		nMax = max(nMax, counts[b])
 	}
 
-	res.Reliable = torch.FromSliceOn(reliable, dev, d.B)
-	res.PScore = torch.Stack(scores, 0)
-	stack := func(get func(sampleMaps) *torch.Tensor) *torch.Tensor {
-		ts := make([]*torch.Tensor, len(maps))
-		for i, sm := range maps {
-			ts[i] = get(sm)
+	// (f) The object-level maps, which the part-level samples then replace.
+	partEgo, softEgo := in.SEgo.Clone(), in.SEgo.Clone()
+	partExo, softExo := fallbackExo.Clone(), fallbackExo.Clone()
+	reliable := torch.Zeros([]int64{d.B}, dev)
+	scores := torch.Full([]int64{d.B, K}, math.NaN(), torch.Float32, dev)
+	if len(clustered) > 0 {
+		nc := int64(len(clustered))
+		idx := torch.FromSliceOn(clustered, dev, nc)
+		// (a) Each clustered sample's candidates in the released order (exo image 0's positions
+		// ascending, then image 1's, ...), padded to nMax with zero points: a stable descending
+		// sort of the selection puts the selected positions first, in order.
+		sel := selected.IndexSelect(0, idx).Reshape(nc, d.E*L)
+		_, order := sel.ToDType(torch.Int64).Sort(1, true, true)
+		pos := order.Narrow(1, 0, nMax) // (nc, nMax)
+		valid := torch.Arange(0, float64(nMax), 1, torch.Int64, dev).Unsqueeze(0).
+			Lt(torch.FromSliceOn(countsOf(counts, clustered), dev, nc, 1)) // (nc, nMax)
+		tok := exoTok.Narrow(2, 0, L).IndexSelect(0, idx).Reshape(nc, d.E*L, d.C)
+		points := tok.Gather(1, pos.Unsqueeze(2).Expand(nc, nMax, d.C))
+		points = torch.Where(valid.Unsqueeze(2), points, torch.Zeros([]int64{1}, dev))
+		validF := valid.ToDType(torch.Float32)
+
+		raw := kmeansBatch(points, validF, torch.Stack(initRows, 0), KMeansMaxIter, KMeansTol)
+		if opt.CountEmpty {
+			empty := emptyClustersBatch(points, validF, raw).Int64s()
+			for i, b := range clustered {
+				res.EmptyClusters[b] = int(empty[i])
+			}
 		}
-		return torch.Stack(ts, 0)
+		c := clusterMaps(d, opt, raw, idx, exoFlat, exoTok, egoWeighted, egoTok, in.SamHard)
+		obj := func(t *torch.Tensor) *torch.Tensor { return t.IndexSelect(0, idx) }
+		put := func(dst, part *torch.Tensor) {
+			ok := c.ok.Reshape(append([]int64{nc}, ones(int64(part.Dim()-1))...)...)
+			dst.IndexPut_([]*torch.Tensor{idx}, torch.Where(ok, part, obj(dst)), false)
+		}
+		put(partEgo, c.partEgo)
+		put(softEgo, c.softEgo)
+		put(partExo, c.partExo)
+		put(softExo, c.softExo)
+		reliable.IndexPut_([]*torch.Tensor{idx}, c.ok.ToDType(torch.Float32), false)
+		scores.IndexPut_([]*torch.Tensor{idx}, c.p, false)
 	}
-	res.WEgo = stack(func(s sampleMaps) *torch.Tensor { return s.partEgo }).
-		Add(stack(func(s sampleMaps) *torch.Tensor { return s.softEgo })).DivScalar(2)
-	res.WExo = stack(func(s sampleMaps) *torch.Tensor { return s.partExo }).
-		Add(stack(func(s sampleMaps) *torch.Tensor { return s.softExo })).DivScalar(2).
-		Reshape(d.B*d.E, d.h, d.w)
+	res.Reliable = reliable
+	res.PScore = scores
+	res.WEgo = partEgo.Add(softEgo).DivScalar(2)
+	res.WExo = partExo.Add(softExo).DivScalar(2).Reshape(d.B*d.E, d.h, d.w)
 	return res
 }
 
-// cluster runs §7c–e for one sample with at least Clusters candidate points (N, C): it returns
-// the part and soft maps of the most reliable cluster, every cluster's reliability p (K), and
-// whether the best p reaches Alpha (false: the sample is object level and the maps are nil;
-// always true under PartLevel), and with Options.CountEmpty the number of empty clusters.
-// exo (E, C, hw) and exoTok (E, hw, C) are the sample's exo descriptors, egoWeighted (C, hw) is
-// D_ego ⊙ S_ego, egoTok (hw, C) the raw D_ego, sam (hw) the saliency. Its temporaries are freed;
-// the results belong to the caller's scope.
-func cluster(d dims, opt Options, points, init, exo, exoTok, egoWeighted, egoTok, sam *torch.Tensor) (sampleMaps, *torch.Tensor, int, bool) {
-	s := torch.NewScope()
-	defer s.Close()
-
-	raw := kmeans(points, init, KMeansMaxIter, KMeansTol)
-	empty := 0
-	if opt.CountEmpty {
-		empty = emptyClusters(points, raw)
+// countsOf returns counts[b] for the samples b of idx.
+func countsOf(counts []int64, idx []int64) []int64 {
+	out := make([]int64, len(idx))
+	for i, b := range idx {
+		out[i] = counts[b]
 	}
-	centroids := raw.Normalize(2, 1, normEps) // (K, C)
+	return out
+}
+
+// ones is n ones (a shape's trailing singleton dimensions).
+func ones(n int64) []int64 {
+	out := make([]int64, n)
+	for i := range out {
+		out[i] = 1
+	}
+	return out
+}
+
+// clustered are the batched §7d–e results of the nc clustered samples: their part and soft
+// maps from the most reliable cluster, every cluster's p, and whether the sample is part level.
+type clustered struct {
+	partEgo, softEgo *torch.Tensor // (nc, h, w)
+	partExo, softExo *torch.Tensor // (nc, E, h, w)
+	p                *torch.Tensor // (nc, K)
+	ok               *torch.Tensor // (nc) bool: the best p reaches Alpha (always under PartLevel)
+}
+
+// clusterMaps computes §7c–e for the clustered samples idx from their raw centroids (nc, K, C):
+// L2-normalised centroids, their ego similarity maps and reliabilities p, the best cluster
+// (argmax p), and its part maps (similarity to the channel-normalised exo descriptors and the
+// ego similarity) and soft maps (softmax of minus the distance of the raw descriptors to the
+// normalised centroid, jointly over the E·hw exo tokens). exoFlat (B, E, C, hw), exoTok
+// (B, E, hw, C), egoWeighted (B, C, hw) = D_ego ⊙ S_ego, egoTok (B, hw, C) raw D_ego, sam
+// (B, hw) are the whole batch's.
+func clusterMaps(d dims, opt Options, raw, idx, exoFlat, exoTok, egoWeighted, egoTok, sam *torch.Tensor) clustered {
+	nc := raw.Size(0)
+	centroids := raw.Normalize(2, 2, normEps) // (nc, K, C)
 
 	// Reliability of each cluster from its ego similarity map.
-	sim := centroids.Mm(egoWeighted.Normalize(2, 0, normEps)) // (K, hw)
+	sim := centroids.Bmm(egoWeighted.IndexSelect(0, idx).Normalize(2, 1, normEps)) // (nc, K, hw)
 	hi, _ := sim.MaxDim(-1, true)
 	lo, _ := sim.MinDim(-1, true)
 	simNorm := sim.Sub(lo).Div(hi.Sub(lo).AddScalar(reliabilityEps))
-	hard := simNorm.Gt(simNorm.MeanDims([]int64{1}, true)).ToDType(torch.Float32)
-	inter := hard.Mul(sam).SumDims([]int64{1}, false)
-	hardSum := hard.SumDims([]int64{1}, false)
-	samSum := sam.Sum()
+	hard := simNorm.Gt(simNorm.MeanDims([]int64{2}, true)).ToDType(torch.Float32)
+	sm := sam.IndexSelect(0, idx).Unsqueeze(1) // (nc, 1, hw)
+	inter := hard.Mul(sm).SumDims([]int64{2}, false)
+	hardSum := hard.SumDims([]int64{2}, false)
+	samSum := sm.SumDims([]int64{2}, false) // (nc, 1)
 	union := hardSum.Add(samSum).Sub(inter)
-	p := inter.Div(hardSum.AddScalar(ratioEps)).Add(samSum.Div(union.AddScalar(ratioEps))).DivScalar(2)
-	s.Keep(p)
-	if opt.Prototypes != PartLevel && p.Max().LtScalar(opt.Alpha).Item() != 0 {
-		return sampleMaps{}, p, empty, false
+	p := inter.Div(hardSum.AddScalar(ratioEps)).Add(samSum.Div(union.AddScalar(ratioEps))).DivScalar(2) // (nc, K)
+
+	best, _ := p.MaxDim(1, false)
+	ok := best.LtScalar(opt.Alpha).LogicalNot()
+	if opt.Prototypes == PartLevel {
+		ok = torch.Ones([]int64{nc}, torch.Bool, p.Device())
 	}
-	k := p.ArgmaxDim(0, false).ItemInt()
+	k := p.ArgmaxDim(1, false) // (nc)
 
-	// Part maps of cluster k: its similarity to every channel-normalised exo descriptor and the
-	// ego similarity computed above.
-	c := centroids.Select(0, k)
-	partExo := centroids.Matmul(exo.Normalize(2, 1, normEps)).Select(1, k).Reshape(d.E, d.h, d.w) // (E, K, hw) → k
-	partEgo := sim.Select(0, k).Reshape(d.h, d.w)
+	// Part maps of cluster k.
+	exoN := exoFlat.IndexSelect(0, idx).Normalize(2, 2, normEps) // (nc, E, C, hw)
+	allExo := centroids.Unsqueeze(1).Matmul(exoN)                // (nc, E, K, hw)
+	kExo := k.Reshape(nc, 1, 1, 1).Expand(nc, d.E, 1, d.hw)
+	partExo := allExo.Gather(2, kExo).Reshape(nc, d.E, d.h, d.w)
+	partEgo := sim.Gather(1, k.Reshape(nc, 1, 1).Expand(nc, 1, d.hw)).Reshape(nc, d.h, d.w)
 
-	// Soft maps: softmax of minus the distance of the raw descriptors to the normalised centroid,
-	// jointly over the E·hw exo tokens.
-	exoDist := exoTok.Reshape(d.E*d.hw, d.C).Sub(c).Norm(2, []int64{1}, false)
-	egoDist := egoTok.Sub(c).Norm(2, []int64{1}, false)
-	softExo := exoDist.Neg().Softmax(0).Reshape(d.E, d.h, d.w)
-	softEgo := egoDist.Neg().Softmax(0).Reshape(d.h, d.w)
-
-	m := sampleMaps{partEgo: partEgo, softEgo: softEgo, partExo: partExo, softExo: softExo}
-	s.Keep(m.partEgo, m.softEgo, m.partExo, m.softExo)
-	return m, p, empty, true
+	// Soft maps.
+	c := centroids.Gather(1, k.Reshape(nc, 1, 1).Expand(nc, 1, d.C)) // (nc, 1, C)
+	exoDist := exoTok.IndexSelect(0, idx).Reshape(nc, d.E*d.hw, d.C).Sub(c).Norm(2, []int64{2}, false)
+	// The ego tokens keep the channels-first layout of the per-sample view (the reduction's
+	// order follows the layout).
+	egoDist := egoTok.Permute(0, 2, 1).IndexSelect(0, idx).Permute(0, 2, 1).Sub(c).Norm(2, []int64{2}, false)
+	softExo := exoDist.Neg().Softmax(1).Reshape(nc, d.E, d.h, d.w)
+	softEgo := egoDist.Neg().Softmax(1).Reshape(nc, d.h, d.w)
+	return clustered{partEgo: partEgo, softEgo: softEgo, partExo: partExo, softExo: softExo, p: p, ok: ok}
 }
 
-// emptyClusters counts the centroids (K, C) to which no point (N, C) is closest, with the
-// assignment rule of [KMeans].
-func emptyClusters(x, c *torch.Tensor) int {
-	sim := x.MulScalar(2).Mm(c.Transpose(0, 1)).Sub(x.PowScalar(2).SumDims([]int64{1}, false).Unsqueeze(1)).
-		Sub(c.PowScalar(2).SumDims([]int64{1}, false).Unsqueeze(0))
-	_, closest := sim.MaxDim(-1, false)
-	k := c.Size(0)
-	hit := closest.Unsqueeze(0).Eq(torch.Arange(0, float64(k), 1, torch.Int64, x.Device()).Unsqueeze(1)).
-		ToDType(torch.Float32).SumDims([]int64{1}, false)
-	return int(hit.EqScalar(0).ToDType(torch.Float32).Sum().Item())
+// emptyClustersBatch counts, per sample, the centroids (nc, K, C) to which none of its valid
+// points (nc, N, C) is closest, with the assignment rule of [KMeans]: (nc) int64.
+func emptyClustersBatch(x, valid, c *torch.Tensor) *torch.Tensor {
+	sim := x.MulScalar(2).Bmm(c.Transpose(1, 2)).Sub(x.PowScalar(2).SumDims([]int64{2}, false).Unsqueeze(2)).
+		Sub(c.PowScalar(2).SumDims([]int64{2}, false).Unsqueeze(1))
+	_, closest := sim.MaxDim(-1, false) // (nc, N)
+	k := c.Size(1)
+	clusters := torch.Arange(0, float64(k), 1, torch.Int64, x.Device()).Reshape(1, k, 1)
+	hit := closest.Unsqueeze(1).Eq(clusters).ToDType(torch.Float32).Mul(valid.Unsqueeze(1)).SumDims([]int64{2}, false)
+	return hit.EqScalar(0).ToDType(torch.Int64).SumDims([]int64{1}, false)
 }
 
 // String describes a result briefly (for logs): how many samples are part level.

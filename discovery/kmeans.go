@@ -97,3 +97,55 @@ func lloydStep(x, x2, xx, clusters, c *torch.Tensor, tol float64) (next *torch.T
 	// The package sets centroids·(1−lr) + mean·lr with lr = 1: numerically the mean.
 	return s.Keep(mean), errSq.LeScalar(tol).Item() != 0
 }
+
+// kmeansFirstCheck is the iteration after which the batched K-means first reads whether every
+// sample has converged (one device→host read); each later check comes after twice as many
+// iterations (20, 40, 80, 160; the loop ends after 300 in any case). Iterations after a sample's
+// convergence leave its centroids as they are, so the schedule changes only the time spent: at
+// most 4 reads, and one when every sample converges within 20 iterations.
+const kmeansFirstCheck = 20
+
+// kmeansBatch is [KMeans] for nc point sets at once: points (nc, N, C), padded with zero rows
+// whose valid (nc, N) float weight is 0, and init (nc, K) int64 indices into each set's valid
+// points. Each set runs the iterations of [KMeans] on its own points: the products multiply the
+// same rows (a padded point adds an exact zero to its cluster's sum and count), a set keeps its
+// centroids from the iteration its error reaches tol on, and convergence is read from the device
+// on the kmeansFirstCheck schedule. It returns the (nc, K, C) centroids in the caller's
+// scope.
+func kmeansBatch(x, valid, init *torch.Tensor, maxIter int, tol float64) *torch.Tensor {
+	s := torch.NewScope()
+	defer s.Close()
+
+	nc, C, k := x.Size(0), x.Size(2), init.Size(1)
+	c := x.Gather(1, init.Unsqueeze(2).Expand(nc, k, C))
+	x2 := x.MulScalar(2)
+	xx := x.PowScalar(2).SumDims([]int64{2}, false).Unsqueeze(2) // (nc, N, 1)
+	clusters := torch.Arange(0, float64(k), 1, torch.Int64, x.Device()).Reshape(1, k, 1)
+	w := valid.Unsqueeze(1) // (nc, 1, N)
+	active := torch.Ones([]int64{nc, 1, 1}, torch.Bool, x.Device())
+	check := kmeansFirstCheck
+	for it := range maxIter {
+		is := torch.NewScope()
+		cc := c.PowScalar(2).SumDims([]int64{2}, false).Unsqueeze(1) // (nc, 1, K)
+		sim := x2.Bmm(c.Transpose(1, 2)).Sub(xx).Sub(cc)             // (nc, N, K)
+		_, closest := sim.MaxDim(-1, false)
+		mask := closest.Unsqueeze(1).Eq(clusters).ToDType(x.DType()).Mul(w) // (nc, K, N)
+		mean := mask.Bmm(x).Div(mask.SumDims([]int64{2}, false).Unsqueeze(2))
+		mean = mean.MaskedFill(mean.IsNaN(), 0)
+		errSq := mean.Sub(c).PowScalar(2).SumDims([]int64{1, 2}, true) // (nc, 1, 1)
+		next := torch.Where(active, mean, c)
+		still := active.LogicalAnd(errSq.LeScalar(tol).LogicalNot())
+		is.Keep(next, still)
+		is.Close()
+		c.Free()
+		active.Free()
+		c, active = next, still
+		if it+1 == check {
+			if active.Any().Item() == 0 {
+				break
+			}
+			check *= 2
+		}
+	}
+	return s.Keep(c)
+}

@@ -36,6 +36,14 @@ import (
 // It needs h·w ≥ 2 (with one position no row can have a positive nor a denominator). It runs
 // under [torch.Try].
 func PixelContrast(q, binEgo, tAff, fEgo, fExo *torch.Tensor, E int64, tau float64) (loss *torch.Tensor, emptySamples int) {
+	loss, n := PixelContrastOnDevice(q, binEgo, tAff, fEgo, fExo, E, tau)
+	return loss, int(n.ItemInt())
+}
+
+// PixelContrastOnDevice is [PixelContrast] with the count of empty samples left on the loss's
+// device, a 0-d int64 tensor, so that the step reads nothing back (the trainer reads it with the
+// step's other figures).
+func PixelContrastOnDevice(q, binEgo, tAff, fEgo, fExo *torch.Tensor, E int64, tau float64) (loss, emptySamples *torch.Tensor) {
 	const op = "losses.PixelContrast"
 	for _, a := range []struct {
 		name string
@@ -89,7 +97,7 @@ func PixelContrast(q, binEgo, tAff, fEgo, fExo *torch.Tensor, E int64, tau float
 	nKeep := keep.SumDims([]int64{1}, false)
 	perSample := rowLoss.Mul(keep).SumDims([]int64{1}, false).Div(nKeep.ClampMin(1))
 	loss = perSample.Sum().DivScalar(float64(B))
-	emptySamples = int(nKeep.EqScalar(0).SumDims(nil, false).ItemInt())
-	s.Keep(loss)
+	emptySamples = nKeep.EqScalar(0).SumDims(nil, false)
+	s.Keep(loss, emptySamples)
 	return loss, emptySamples
 }

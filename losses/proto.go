@@ -43,6 +43,13 @@ import (
 //
 // It runs under [torch.Try].
 func ProtoContrast(rEgo, rExo, wEgo, wExo, bgEgo, bgExo, labels *torch.Tensor, E int64, objEgo *torch.Tensor, tau float64) (loss *torch.Tensor, emptyRows int) {
+	loss, n := ProtoContrastOnDevice(rEgo, rExo, wEgo, wExo, bgEgo, bgExo, labels, E, objEgo, tau)
+	return loss, int(n.ItemInt())
+}
+
+// ProtoContrastOnDevice is [ProtoContrast] with the count of empty rows left on the loss's
+// device, a 0-d int64 tensor (no device→host read).
+func ProtoContrastOnDevice(rEgo, rExo, wEgo, wExo, bgEgo, bgExo, labels *torch.Tensor, E int64, objEgo *torch.Tensor, tau float64) (loss, emptyRows *torch.Tensor) {
 	const op = "losses.ProtoContrast"
 	for _, a := range []struct {
 		name string
@@ -104,8 +111,8 @@ func ProtoContrast(rEgo, rExo, wEgo, wExo, bgEgo, bgExo, labels *torch.Tensor, E
 	kept := hasPos.ToDType(rowLoss.DType())
 	nKept := kept.Sum()
 	loss = rowLoss.Mul(kept).Sum().Div(nKept.ClampMin(1))
-	emptyRows = int(B) - int(nKept.Item())
-	s.Keep(loss)
+	emptyRows = nKept.RSubScalar(float64(B)).ToDType(torch.Int64)
+	s.Keep(loss, emptyRows)
 	return loss, emptyRows
 }
 

@@ -366,6 +366,26 @@ func (t *Tensor) To(d Device) *Tensor {
 	return wrap(out)
 }
 
+// PinMemory returns a page-locked (pinned) copy of a CPU tensor, from which [Tensor.ToAsync]
+// copies to a GPU without the host waiting, and true; on a machine without CUDA (CPU-only
+// libtorch has no pinned memory) it returns the tensor itself and false.
+func (t *Tensor) PinMemory() (*Tensor, bool) {
+	var out C.at_tensor
+	var pinned C.int
+	defer runtime.KeepAlive(t)
+	check("pin_memory", C.at_pin_memory(hdl(t), &pinned, &out))
+	return wrap(out), pinned != 0
+}
+
+// ToAsync is [Tensor.To] with non_blocking = true: from pinned memory ([Tensor.PinMemory]) to a
+// GPU the copy is queued on the device's stream and the host goes on; otherwise it is To.
+func (t *Tensor) ToAsync(d Device) *Tensor {
+	var out C.at_tensor
+	defer runtime.KeepAlive(t)
+	check("to", C.at_to_async(hdl(t), C.int(d.Index()), &out))
+	return wrap(out)
+}
+
 // ToDType returns the tensor converted to dtype dt on its device.
 func (t *Tensor) ToDType(dt DType) *Tensor {
 	var out C.at_tensor

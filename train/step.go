@@ -6,6 +6,7 @@ package train
 
 import (
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/affgd/affgd/discovery"
@@ -15,6 +16,7 @@ import (
 	"github.com/affgd/affgd/models/head"
 	"github.com/affgd/affgd/models/tokenizer"
 	"github.com/affgd/affgd/torch"
+	"github.com/affgd/affgd/torch/optim"
 )
 
 // Gamma2 is γ2 of METHOD.md §9: the threshold on the min-max normalised CLIP ego map that selects
@@ -45,9 +47,22 @@ type Model struct {
 }
 
 // Batch is one training batch: Exo (B, E, 3, H, W) and Ego (B, 3, H, W) normalised images, Label
-// (B) int64. Ego alone (with Label) is enough for inference.
+// (B) int64. Ego alone (with Label) is enough for inference. Labels, when set, holds Label's values
+// on the host (the loader has them), so that the step never reads the labels back from the device.
 type Batch struct {
 	Exo, Ego, Label *torch.Tensor
+	Labels          []int64
+}
+
+// hostLabels returns the labels' values: b.Labels, or (one device read) Label's.
+func (b Batch) hostLabels() []int64 {
+	if b.Labels != nil {
+		if int64(len(b.Labels)) != b.Label.Size(0) {
+			torch.Fail("train", "%d host labels for a batch of %d", len(b.Labels), b.Label.Size(0))
+		}
+		return b.Labels
+	}
+	return b.Label.Int64s()
 }
 
 // Options control one step.
@@ -71,10 +86,11 @@ type Result struct {
 	LCeEgo, LCeExo, LPix, LProto    *torch.Tensor
 	Loss                            *torch.Tensor // the weighted sum of the losses (carries the graph)
 
-	EmptyPixelSamples int   // samples whose pixel loss had no anchor with a positive (METHOD §9.2)
-	EmptyProtoRows    int   // prototypical anchors without a positive
-	NumCandidates     []int // part-discovery candidates per sample
-	EmptyClusters     []int // empty K-means clusters per sample, with Discovery.CountEmpty (analysis)
+	// Counts on the device, 0-d int64 (nil with the loss off): samples whose pixel loss had no
+	// anchor with a positive (METHOD §9.2), prototypical anchors without a positive.
+	EmptyPixelSamples, EmptyProtoRows *torch.Tensor
+	NumCandidates                     []int // part-discovery candidates per sample
+	EmptyClusters                     []int // empty K-means clusters per sample, with Discovery.CountEmpty (analysis)
 }
 
 // prompts returns the affordance and exocentric prompts of the labels.
@@ -175,7 +191,7 @@ func (m *Model) backbones(b Batch) *Features {
 	}
 	exo := b.Exo.Flatten(0, 1)
 	h, w := m.grid(b.Ego)
-	affPrompts, exoPrompts := m.prompts(b.Label.Int64s())
+	affPrompts, exoPrompts := m.prompts(b.hostLabels())
 	encode := func(prompts []string) *torch.Tensor { return must(m.CLIP.EncodePrompts(m.Tok, prompts)) }
 	if m.CacheText {
 		encode = m.encodeEach
@@ -211,7 +227,7 @@ func (m *Model) rest(b Batch, f *Features, o Options) *Result {
 	aff := discovery.Affinity(fEgo, fExo, tAff, f.TExo, e, h, w)
 
 	// 4–5. Head and classification losses.
-	out := m.Head.Forward(dEgo.Key, dExo.Key, b.Label, e, h, w, true)
+	out := m.Head.ForwardKnown(dEgo.Key, dExo.Key, b.Label, b.Labels, e, h, w, true)
 	if wt.CEEgo != 0 {
 		r.LCeEgo = losses.ClassificationEgo(out.LogitsEgo, b.Label)
 	}
@@ -230,8 +246,8 @@ func (m *Model) rest(b Batch, f *Features, o Options) *Result {
 	}
 
 	// 7. Selective part discovery; 8. masks and backgrounds (both only for the prototypical loss).
-	// Discovery's K-means draws come from o.Gen, which must be on the
-	// model's device (a CUDA draw from a CPU generator is an error deep inside libtorch).
+	// The K-means draws come from o.Gen, which must be on the model's device (a CUDA draw from a
+	// CPU generator is an error deep inside libtorch).
 	if o.Gen != nil && o.Gen.Device() != dEgo.Key.Device() {
 		torch.Fail("train", "the K-means generator is on %s but the model on %s: create it on the model's device", o.Gen.Device(), dEgo.Key.Device())
 	}
@@ -259,14 +275,14 @@ func (m *Model) rest(b Batch, f *Features, o Options) *Result {
 			gamma2 = Gamma2
 		}
 		bin := minMaxNoEps(aff.SEgo).GtScalar(gamma2).ToDType(torch.Float32)
-		r.LPix, r.EmptyPixelSamples = losses.PixelContrast(out.Q, bin, tAff, fEgo, fExo, e, tau)
+		r.LPix, r.EmptyPixelSamples = losses.PixelContrastOnDevice(out.Q, bin, tAff, fEgo, fExo, e, tau)
 	}
 
 	// 10. Prototypical contrastive loss; reliable samples weight the anchor by the CLIP map.
 	if wt.Proto != 0 {
 		reliable := disc.Reliable.Reshape(bsz, 1, 1).GtScalar(0.5)
 		objEgo := torch.Where(reliable, aff.SEgo, torch.Ones(aff.SEgo.Shape(), aff.SEgo.Device()))
-		r.LProto, r.EmptyProtoRows = losses.ProtoContrast(out.REgo, out.RExo, disc.WEgo, disc.WExo, bgEgo, bgExo, b.Label, e, objEgo, tau)
+		r.LProto, r.EmptyProtoRows = losses.ProtoContrastOnDevice(out.REgo, out.RExo, disc.WEgo, disc.WExo, bgEgo, bgExo, b.Label, e, objEgo, tau)
 	}
 
 	// 11. Total: the weighted sum of the terms computed, in the released order (a weight of 1
@@ -308,7 +324,7 @@ func (m *Model) Infer(b Batch) (*Maps, error) {
 			if len(s) != 4 || s[1] != 3 {
 				torch.Fail("train", "images must be (B, 3, H, W), got %v", s)
 			}
-			labels := b.Label.Int64s()
+			labels := b.hostLabels()
 			h, w := m.grid(b.Ego)
 			affPrompts, _ := m.prompts(labels)
 			// Each prompt encoded alone (and once), so an image's maps do not depend on the
@@ -352,4 +368,124 @@ func (m *Model) encodeEach(prompts []string) *torch.Tensor {
 		rows[i] = m.encodeOnce([]string{p}).Select(0, 0)
 	}
 	return torch.Stack(rows, 0)
+}
+
+// LossTermNames are the four losses of [StepFigures.Terms], in the released order.
+var LossTermNames = [4]string{"L_ce_ego", "L_ce_exo", "L_pix", "L_proto"}
+
+// StepFigures are one training step's figures, computed on the device and read in one copy.
+type StepFigures struct {
+	Loss                   float64    // the weighted total
+	Terms                  [4]float64 // LossTermNames' values; NaN for a term of weight 0 (not computed)
+	CorrectEgo, CorrectExo int        // samples whose ego / mean exo logits' argmax is the label
+	Samples                int
+	Discovered             bool // part discovery ran (the prototypical loss is on)
+	PartLevel              int  // samples part level (with Discovered)
+	EmptyPixel, EmptyProto int  // Result.EmptyPixelSamples, EmptyProtoRows (0 with the loss off)
+	// PScore counts each clustered sample's best reliability p in StepOptions.PScoreBins equal
+	// bins of [0, 1] (the last includes 1; p·bins truncated and clamped); Unclustered counts the
+	// samples without a p. Nil without part discovery or bins.
+	PScore      []int
+	Unclustered int
+}
+
+// StepOptions are what the callers of [Model.Step] differ in.
+type StepOptions struct {
+	PScoreBins int       // bins of StepFigures.PScore (0: none)
+	Features   *Features // the backbones' features, computed beforehand (bench step); nil: computed
+	// AfterBackward, when set, runs after the backward pass and before the update (the debug
+	// step's gradient dump).
+	AfterBackward func(*Result)
+}
+
+// Step is one training step — METHOD §4 steps 1–11 ([Model.Forward]), the step's figures, and
+// step 12: zero_grad, backward, the SGD update — in the caller's scope. The trainer, `affgd debug
+// step` and `affgd bench step` all run it. The figures are read from the device once, after the
+// backward pass is queued; a non-finite loss fails the step before the update, so nothing is
+// applied (only the head's BatchNorm running statistics, which the forward updates, have moved).
+func (m *Model) Step(b Batch, opt *optim.SGD, o Options, so StepOptions) (*Result, StepFigures, error) {
+	var r *Result
+	var fig StepFigures
+	err := torch.Try(func() {
+		// 1–3. The frozen backbones; 4–11. head, part discovery, losses.
+		f := so.Features
+		if f == nil {
+			f = m.backbones(b)
+		}
+		r = m.rest(b, f, o)
+
+		// The step's figures, on the device.
+		stats := m.figures(b, r, so.PScoreBins)
+
+		// 12. zero_grad, backward; the figures' one read; the SGD update.
+		opt.ZeroGrad()
+		r.Loss.Backward()
+		if so.AfterBackward != nil {
+			so.AfterBackward(r)
+		}
+		fig = readFigures(stats.Float64s(), r, b.Label.Size(0), so.PScoreBins)
+		if math.IsNaN(fig.Loss) || math.IsInf(fig.Loss, 0) {
+			t := fig.Terms
+			torch.Fail("train", "the loss is %v (%s %v, %s %v, %s %v, %s %v; NaN: weight 0, not computed); the step was not applied",
+				fig.Loss, LossTermNames[0], t[0], LossTermNames[1], t[1], LossTermNames[2], t[2], LossTermNames[3], t[3])
+		}
+		opt.Step()
+	})
+	if err != nil {
+		return nil, fig, fmt.Errorf("train: step: %w", err)
+	}
+	return r, fig, nil
+}
+
+// figures lays the step's figures out in one float64 vector on the device: the total, the four
+// terms (NaN when not computed), correct ego and exo predictions, part-level samples, the two
+// empty counts, and the p histogram's bins and unclustered count.
+func (m *Model) figures(b Batch, r *Result, bins int) *torch.Tensor {
+	dev := r.Loss.Device()
+	one := func(t *torch.Tensor) *torch.Tensor { return t.Detach().ToDType(torch.Float64).Reshape(1) }
+	nan := torch.Full([]int64{1}, math.NaN(), torch.Float64, dev)
+	zero := torch.Zeros([]int64{1}, torch.Float64, dev)
+	or := func(t, def *torch.Tensor) *torch.Tensor {
+		if t == nil {
+			return def
+		}
+		return one(t)
+	}
+	predEgo := r.LogitsEgo.ArgmaxDim(1, false)
+	predExo := r.LogitsExo.MeanDims([]int64{1}, false).ArgmaxDim(1, false)
+	parts := []*torch.Tensor{
+		one(r.Loss), or(r.LCeEgo, nan), or(r.LCeExo, nan), or(r.LPix, nan), or(r.LProto, nan),
+		one(predEgo.Eq(b.Label).Sum()), one(predExo.Eq(b.Label).Sum()),
+		zero, or(r.EmptyPixelSamples, zero), or(r.EmptyProtoRows, zero),
+	}
+	if r.Reliable != nil {
+		parts[7] = one(r.Reliable.Sum())
+	}
+	if r.PScore != nil && bins > 0 {
+		best, _ := r.PScore.MaxDim(1, false)
+		none := best.IsNaN()
+		v := best.MaskedFill(none, 0).ToDType(torch.Float64).MulScalar(float64(bins)).Clamp(0, float64(bins-1)).ToDType(torch.Int64)
+		hit := v.Unsqueeze(1).Eq(torch.Arange(0, float64(bins), 1, torch.Int64, dev).Unsqueeze(0)).
+			LogicalAnd(none.LogicalNot().Unsqueeze(1))
+		parts = append(parts, hit.ToDType(torch.Float64).SumDims([]int64{0}, false), one(none.Sum()))
+	}
+	return torch.Cat(parts, 0)
+}
+
+// readFigures decodes the vector of [Model.figures].
+func readFigures(v []float64, r *Result, samples int64, bins int) StepFigures {
+	f := StepFigures{Loss: v[0], Terms: [4]float64{v[1], v[2], v[3], v[4]}, Samples: int(samples)}
+	f.CorrectEgo, f.CorrectExo = int(v[5]), int(v[6])
+	f.EmptyPixel, f.EmptyProto = int(v[8]), int(v[9])
+	if r.Reliable != nil {
+		f.Discovered, f.PartLevel = true, int(v[7])
+	}
+	if r.PScore != nil && bins > 0 {
+		f.PScore = make([]int, bins)
+		for i := range bins {
+			f.PScore[i] = int(v[10+i])
+		}
+		f.Unclustered = int(v[10+bins])
+	}
+	return f
 }

@@ -176,3 +176,84 @@ func TestStepRejectsBadBatches(t *testing.T) {
 		}
 	}
 }
+
+// TestStepFigures: the figures Model.Step reads in one copy equal what the trainer read from the
+// result one value at a time (loss, terms, correct predictions, part-level samples, the empty
+// counts, each clustered sample's best p in its bin), with and without host labels, and a
+// zero-weight term is NaN (not computed).
+func TestStepFigures(t *testing.T) {
+	m := tinyModel(t)
+	dev := testdev.Device(t)
+	g, err := torch.NewGenerator(11, dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const bins = 10
+	err = torch.WithScope(func(*torch.Scope) {
+		opt, err := optim.NewSGD(m.Head.ParamGroups(train.BaseLR))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, w := range []*train.LossWeights{nil, {CEEgo: 1, CEExo: 1, Pixel: 0, Proto: 1}, {CEEgo: 1, CEExo: 1, Pixel: 1, Proto: 0}} {
+			b := batch(g, 4, 2)
+			if i == 1 {
+				b.Labels = b.Label.To(torch.CPU).Int64s()
+			}
+			var want train.StepFigures
+			_, got, err := m.Step(b, opt, train.Options{Epoch: 1, Discovery: discovery.DefaultOptions(), Gen: g, Weights: w},
+				train.StepOptions{PScoreBins: bins, AfterBackward: func(r *train.Result) {
+					want.Loss = r.Loss.Item()
+					for k, l := range []*torch.Tensor{r.LCeEgo, r.LCeExo, r.LPix, r.LProto} {
+						want.Terms[k] = math.NaN()
+						if l != nil {
+							want.Terms[k] = l.Item()
+						}
+					}
+					want.CorrectEgo = int(r.LogitsEgo.ArgmaxDim(1, false).Eq(b.Label).Sum().Item())
+					want.CorrectExo = int(r.LogitsExo.MeanDims([]int64{1}, false).ArgmaxDim(1, false).Eq(b.Label).Sum().Item())
+					if r.EmptyPixelSamples != nil {
+						want.EmptyPixel = int(r.EmptyPixelSamples.ItemInt())
+					}
+					if r.EmptyProtoRows != nil {
+						want.EmptyProto = int(r.EmptyProtoRows.ItemInt())
+					}
+					if r.Reliable != nil {
+						want.Discovered, want.PartLevel = true, int(r.Reliable.Sum().Item())
+						want.PScore = make([]int, bins)
+						best, _ := r.PScore.MaxDim(1, false)
+						for _, p := range best.To(torch.CPU).Float32s() {
+							if math.IsNaN(float64(p)) {
+								want.Unclustered++
+								continue
+							}
+							want.PScore[min(max(int(float64(p)*bins), 0), bins-1)]++
+						}
+					}
+				}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want.Samples = 4
+			same := func(a, b float64) bool { return a == b || (math.IsNaN(a) && math.IsNaN(b)) }
+			ok := same(got.Loss, want.Loss) && got.CorrectEgo == want.CorrectEgo && got.CorrectExo == want.CorrectExo &&
+				got.Samples == want.Samples && got.Discovered == want.Discovered && got.PartLevel == want.PartLevel &&
+				got.EmptyPixel == want.EmptyPixel && got.EmptyProto == want.EmptyProto && got.Unclustered == want.Unclustered &&
+				len(got.PScore) == len(want.PScore)
+			for k := range got.Terms {
+				ok = ok && same(got.Terms[k], want.Terms[k])
+			}
+			for k := range got.PScore {
+				ok = ok && got.PScore[k] == want.PScore[k]
+			}
+			if !ok {
+				t.Errorf("weights %v: figures %+v, want %+v", w, got, want)
+			}
+			if (w != nil && w.Pixel == 0) != math.IsNaN(got.Terms[2]) {
+				t.Errorf("weights %v: L_pix %v", w, got.Terms[2])
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -127,20 +127,15 @@ type PScoreHist struct {
 	Unclustered int       `json:"unclustered"`
 }
 
-// addPScores adds each sample's best p of scores (B, K), NaN rows for unclustered samples, to
-// the epoch's histogram.
-func (s *epochSums) addPScores(scores *torch.Tensor) {
+// addPScoreCounts adds one step's histogram (PScoreBins counts) and unclustered samples.
+func (s *epochSums) addPScoreCounts(counts []int, unclustered int) {
 	if s.PScore == nil {
 		s.PScore = make([]int, PScoreBins)
 	}
-	best, _ := scores.MaxDim(1, false)
-	for _, p := range best.To(torch.CPU).Float32s() {
-		if math.IsNaN(float64(p)) {
-			s.Unclustered++
-			continue
-		}
-		s.PScore[min(max(int(float64(p)*PScoreBins), 0), PScoreBins-1)]++
+	for i, n := range counts {
+		s.PScore[i] += n
 	}
+	s.Unclustered += unclustered
 }
 
 // pscoreHist is the epoch's histogram, nil before any sample went through part discovery.
@@ -377,6 +372,7 @@ func (r *runner) epoch(ctx context.Context, p *progress) error {
 	}
 	r.ui.EpochStart(p.Epoch, cfg.Epochs, steps, p.NextStep)
 	lastSave, first := time.Now(), p.NextStep
+	var wait, firstWait time.Duration // time the steps waited for the loader's batches
 	for ; p.NextStep < steps; p.NextStep++ {
 		// Every state_every_minutes, the state before this step, so that a hard kill loses at most
 		// that much training.
@@ -395,7 +391,13 @@ func (r *runner) epoch(ctx context.Context, p *progress) error {
 			}
 			return ErrInterrupted
 		}
+		t0 := time.Now()
 		b, err := loader.Next()
+		if p.NextStep == first {
+			firstWait = time.Since(t0) // the loader's start: nothing could be prefetched yet
+		} else {
+			wait += time.Since(t0) // the step waits for its batch (the loader builds it meanwhile)
+		}
 		if err == io.EOF {
 			break
 		}
@@ -413,6 +415,10 @@ func (r *runner) epoch(ctx context.Context, p *progress) error {
 		r.ui.Step(st)
 	}
 	r.sched.Step()
+	if n := p.NextStep - first; n > 1 {
+		r.ui.Log(fmt.Sprintf("data: the first step waited %.1f ms for its batch, the %d others %.1f ms per step on average (workers %d)",
+			1000*firstWait.Seconds(), n-1, 1000*wait.Seconds()/float64(n-1), cfg.Workers))
+	}
 
 	l := EpochLog{Epoch: p.Epoch + 1, LR: lrs, Steps: p.Sums.Steps, Losses: map[string]float64{},
 		PartLevel: p.Sums.PartLevel, ObjectLevel: p.Sums.ObjectLevel, EmptyPixelSamples: p.Sums.EmptyPixel, EmptyProtoRows: p.Sums.EmptyProto,
@@ -488,39 +494,33 @@ func (r *runner) step(b *data.Batch, p *progress, steps int) (StepStats, error) 
 	err := torch.WithScope(func(_ *torch.Scope) {
 		gen, err := torch.NewGenerator(stepSeed(r.cfg.Seed, p.Epoch, p.NextStep), r.dev)
 		torch.Raise(err)
-		batch := train.Batch{Exo: b.Exo.To(r.dev), Ego: b.Ego.To(r.dev), Label: b.Label.To(r.dev)}
-		res, err := r.m.Forward(batch, train.Options{Epoch: p.Epoch, Discovery: r.disc, Gen: gen, Tau: r.cfg.Temperature, Gamma2: r.cfg.Gamma2, Weights: &r.cfg.LossWeights})
+		labels := make([]int64, len(b.Samples))
+		for i, smp := range b.Samples {
+			labels[i] = int64(smp.Label)
+		}
+		batch := train.Batch{Exo: upload(b.Exo, r.dev), Ego: upload(b.Ego, r.dev), Label: upload(b.Label, r.dev), Labels: labels}
+		// The step (train.Model.Step, as debug step and bench step run it); its figures come
+		// back in one read.
+		_, fig, err := r.m.Step(batch, r.opt, train.Options{Epoch: p.Epoch, Discovery: r.disc, Gen: gen, Tau: r.cfg.Temperature, Gamma2: r.cfg.Gamma2, Weights: &r.cfg.LossWeights},
+			train.StepOptions{PScoreBins: PScoreBins})
 		torch.Raise(err)
-		r.opt.ZeroGrad()
-		loss := res.Loss.Item()
-		terms := map[string]*torch.Tensor{LossCEEgo: res.LCeEgo, LossCEExo: res.LCeExo, LossPix: res.LPix, LossProto: res.LProto}
-		for name, t := range terms {
-			if t != nil { // nil: a term of weight 0, not computed and not logged
-				st.Losses[name] = t.Item()
+		for i, name := range []string{LossCEEgo, LossCEExo, LossPix, LossProto} {
+			if !math.IsNaN(fig.Terms[i]) { // NaN: a term of weight 0, not computed and not logged
+				st.Losses[name] = fig.Terms[i]
 			}
 		}
-		if math.IsNaN(loss) || math.IsInf(loss, 0) {
-			torch.Raise(fmt.Errorf("the loss is %v (%s %v, %s %v, %s %v, %s %v; absent: weight 0); the step was not applied",
-				loss, LossCEEgo, st.Losses[LossCEEgo], LossCEExo, st.Losses[LossCEExo], LossPix, st.Losses[LossPix], LossProto, st.Losses[LossProto]))
-		}
-		res.Loss.Backward()
-		r.opt.Step()
-		st.Losses[LossTotal] = loss
-		labels := batch.Label
-		predEgo := res.LogitsEgo.ArgmaxDim(1, false)
-		predExo := res.LogitsExo.MeanDims([]int64{1}, false).ArgmaxDim(1, false)
+		st.Losses[LossTotal] = fig.Loss
 		s := &p.Sums
-		s.CorrectEgo += int(predEgo.Eq(labels).Sum().Item())
-		s.CorrectExo += int(predExo.Eq(labels).Sum().Item())
-		s.Samples += int(labels.Size(0))
-		if res.Reliable != nil { // part discovery ran (the prototypical loss is on)
-			rel := int(res.Reliable.Sum().Item())
-			s.PartLevel += rel
-			s.ObjectLevel += int(labels.Size(0)) - rel
-			s.addPScores(res.PScore)
+		s.CorrectEgo += fig.CorrectEgo
+		s.CorrectExo += fig.CorrectExo
+		s.Samples += fig.Samples
+		if fig.Discovered { // part discovery ran (the prototypical loss is on)
+			s.PartLevel += fig.PartLevel
+			s.ObjectLevel += fig.Samples - fig.PartLevel
+			s.addPScoreCounts(fig.PScore, fig.Unclustered)
 		}
-		s.EmptyPixel += res.EmptyPixelSamples
-		s.EmptyProto += res.EmptyProtoRows
+		s.EmptyPixel += fig.EmptyPixel
+		s.EmptyProto += fig.EmptyProto
 	})
 	if err != nil {
 		return st, err
@@ -533,6 +533,17 @@ func (r *runner) step(b *data.Batch, p *progress, steps int) (StepStats, error) 
 	st.AccEgo = 100 * float64(s.CorrectEgo) / float64(s.Samples)
 	st.AccExo = 100 * float64(s.CorrectExo) / float64(s.Samples)
 	return st, nil
+}
+
+// upload copies a loader tensor to the device: through pinned host memory with a non-blocking
+// copy on a GPU (the host queues the copy and goes on to queue the step; no blocking upload), as
+// it is on the CPU. On a machine without CUDA PinMemory falls back to the tensor itself.
+func upload(t *torch.Tensor, dev torch.Device) *torch.Tensor {
+	if dev.IsCPU() {
+		return t.To(dev)
+	}
+	p, _ := t.PinMemory()
+	return p.ToAsync(dev)
 }
 
 // stepFault, when set (by tests), runs before each training step; an error it returns is the

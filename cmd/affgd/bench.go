@@ -13,13 +13,10 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/affgd/affgd/data"
-	"github.com/affgd/affgd/discovery"
 	"github.com/affgd/affgd/models/clip"
 	"github.com/affgd/affgd/models/dino"
-	"github.com/affgd/affgd/models/head"
 	"github.com/affgd/affgd/models/tokenizer"
 	"github.com/affgd/affgd/torch"
-	"github.com/affgd/affgd/torch/optim"
 	"github.com/affgd/affgd/train"
 )
 
@@ -298,7 +295,7 @@ func benchStep(c *cli.Context) error {
 	if against == "released" && (size != 224 || epoch < 1) {
 		return fmt.Errorf("bench step: the released code runs at --size 224 only (its reshape is hard-coded) and is timed at --epoch ≥ 1")
 	}
-	vocab := c.String("vocab")
+	vocab := c.String("vocab") // the Python side reads the same file
 	if vocab == "" {
 		vocab = tokenizer.DefaultVocabPath()
 	}
@@ -317,101 +314,18 @@ func benchStep(c *cli.Context) error {
 		}
 		torch.SetDeterministic(true)
 	}
-	goTimes := map[string]float64{}
-	var counts []torch.Counters // the shim's counters of each timed step
 	var goMem memFigures
-	err = torch.WithScope(func(s *torch.Scope) {
-		g, err := torch.NewGenerator(0, torch.CPU)
-		if err != nil {
-			torch.Raise(err)
-		}
-		// Generators on the device each builder feeds: DINO and the head draw their
-		// initialisations there, CLIP is built on the CPU and moved once.
-		gd, err := torch.NewGenerator(0, dev)
-		if err != nil {
-			torch.Fail("bench", "%v", err)
-		}
-		vit, err := dino.New(dino.ViTS16(), gd, dev)
-		if err != nil {
-			torch.Raise(err)
-		}
-		defer vit.Free()
-		cm, err := clip.New(clip.ViTB16(), g)
-		if err != nil {
-			torch.Raise(err)
-		}
-		defer cm.Free()
-		if err := cm.To(dev); err != nil {
-			torch.Fail("bench", "%v", err)
-		}
-		m := &train.Model{DINO: vit, CLIP: cm, Head: head.New(int64(len(classes)), gd, dev), Tok: tok, Classes: classes, CacheText: c.Bool("cache-text")}
-		if _, err := m.SetPrecision(train.Precision{BackboneDType: c.String("backbone-dtype")}, dev); err != nil {
-			torch.Fail("bench", "--backbone-dtype: %v", err)
-		}
-		opt, err := optim.NewSGD(m.Head.ParamGroups(train.BaseLR))
-		if err != nil {
-			torch.Raise(err)
-		}
-		// The Python side's labels: (5·i) mod K.
-		labels := make([]int64, bsz)
-		for i := range labels {
-			labels[i] = int64(5*i) % int64(len(classes))
-		}
-		b := train.Batch{
-			Ego:   torch.Randn([]int64{bsz, 3, size, size}, g).To(dev),
-			Exo:   torch.Randn([]int64{bsz, e, 3, size, size}, g).To(dev),
-			Label: torch.FromSliceOn(labels, dev, bsz),
-		}
-		kg, err := torch.NewGenerator(0, dev) // draws the K-means initialisations, on the model's device
-		if err != nil {
-			torch.Raise(err)
-		}
-		o := train.Options{Epoch: epoch, Discovery: discovery.DefaultOptions(), Gen: kg}
-		// Each round: the backbones (train.Model.Backbones), then the rest of the step from their
-		// features (head, part discovery, losses, backward, SGD), both in one scope, timed apart.
-		round := func() (tb, tr float64) {
-			err := torch.WithScope(func(*torch.Scope) {
-				torch.Synchronize(dev)
-				t0 := time.Now()
-				f, err := m.Backbones(b)
-				if err != nil {
-					torch.Raise(err)
-				}
-				torch.Synchronize(dev)
-				t1 := time.Now()
-				r, err := m.ForwardFeatures(b, f, o)
-				if err != nil {
-					torch.Raise(err)
-				}
-				opt.ZeroGrad()
-				r.Loss.Backward()
-				opt.Step()
-				torch.Synchronize(dev)
-				tb, tr = t1.Sub(t0).Seconds(), time.Since(t1).Seconds()
-			})
-			if err != nil {
-				torch.Raise(err)
-			}
-			return tb, tr
-		}
-		var steps, bbs, rests []float64
-		for i := 0; i <= iters; i++ { // one warm-up round
-			if i == 1 {
-				goMem.reset(dev) // the peak of the timed steps, after the warm-up made the momentum buffers
-			}
-			before := torch.ReadCounters()
-			tb, tr := round()
-			if i > 0 {
-				steps, bbs, rests = append(steps, tb+tr), append(bbs, tb), append(rests, tr)
-				counts = append(counts, torch.ReadCounters().Sub(before))
-			}
-		}
-		goMem.read(dev)
-		goTimes["step"], goTimes["backbones"], goTimes["rest"] = medianOf(steps), medianOf(bbs), medianOf(rests)
+	res, err := train.BenchStep(train.BenchStepOptions{
+		Batch: bsz, Exo: e, Size: size, Epoch: epoch, Iters: iters, Device: dev, Tok: tok, Classes: classes,
+		CacheText: c.Bool("cache-text"), BackboneDType: c.String("backbone-dtype"),
+		OnTimed: func() { goMem.reset(dev) },
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("bench: %w", err)
 	}
+	goMem.read(dev)
+	goTimes := map[string]float64{"step": medianOf(res.Steps), "backbones": medianOf(res.Backbones), "rest": medianOf(res.Rests)}
+	counts := res.Counts
 	if against == "released" {
 		return benchStepReleased(c, py, ref, dev, threads, bsz, e, epoch, iters, len(classes), goTimes, goMem)
 	}
@@ -422,8 +336,8 @@ func benchStep(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("libtorch %s, device %s, %d thread(s), B=%d E=%d at %d×%d, epoch %d, Seen head (%d classes), median of %d, affgd backbones in %s, deterministic %v\n",
-		torch.Version(), dev, threads, bsz, e, size, size, epoch, len(classes), iters, c.String("backbone-dtype"), torch.Deterministic())
+	fmt.Printf("libtorch %s, device %s, %d thread(s), B=%d E=%d at %d×%d, epoch %d, Seen head (%d classes), median of %d, deterministic %v, affgd backbones in %s\n",
+		torch.Version(), dev, threads, bsz, e, size, size, epoch, len(classes), iters, torch.Deterministic(), c.String("backbone-dtype"))
 	fmt.Printf("%-36s %12s %12s %12s %12s\n", "part", "Go", "PyTorch", "Go/PyTorch", "speed-up")
 	for _, k := range []string{"backbones", "rest", "step"} {
 		name := map[string]string{
@@ -439,6 +353,7 @@ func benchStep(c *cli.Context) error {
 	fmt.Printf("%-36s %12s\n", "peak memory (affgd)", goMem)
 	if c.Bool("count") {
 		printCounts("per step (affgd side: backbones, head, discovery, losses, backward, SGD)", counts, 1)
+		printCounts("of which the backbones (CLIP text+dense, DINO)", res.BackboneCounts, 1)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package head
 
 import (
 	"github.com/affgd/affgd/torch"
+	"slices"
 )
 
 // Outputs are the head's outputs for one training batch of B samples with E exocentric views
@@ -53,6 +54,13 @@ func (h *Head) Project(desc *torch.Tensor, hgrid, wgrid int64) *torch.Tensor {
 // The label range is checked on the host, which waits for the device. Forward panics with
 // *torch.Error on bad shapes or labels; it runs under [torch.Try].
 func (h *Head) Forward(descEgo, descExo *torch.Tensor, labels *torch.Tensor, E, hgrid, wgrid int64, training bool) *Outputs {
+	return h.ForwardKnown(descEgo, descExo, labels, nil, E, hgrid, wgrid, training)
+}
+
+// ForwardKnown is [Head.Forward] with the labels' values also given on the host (host, the
+// same values as labels): the range is checked there, without reading labels back from the
+// device. host nil checks labels on the device as Forward does.
+func (h *Head) ForwardKnown(descEgo, descExo *torch.Tensor, labels *torch.Tensor, host []int64, E, hgrid, wgrid int64, training bool) *Outputs {
 	b := checkTokens("ego descriptors", descEgo, hgrid, wgrid)
 	if E < 1 {
 		torch.Fail("head", "the number of exocentric images per sample must be positive, got %d", E)
@@ -60,7 +68,7 @@ func (h *Head) Forward(descEgo, descExo *torch.Tensor, labels *torch.Tensor, E, 
 	if n := checkTokens("exo descriptors", descExo, hgrid, wgrid); n != b*E {
 		torch.Fail("head", "exo descriptors hold %d images, want B·E = %d·%d = %d", n, b, E, b*E)
 	}
-	h.checkLabels(labels, b)
+	h.checkLabelsOn(labels, host, b)
 
 	pe := h.Project(descEgo, hgrid, wgrid)
 	px := h.Project(descExo, hgrid, wgrid)
@@ -167,7 +175,10 @@ func checkTokens(what string, t *torch.Tensor, hgrid, wgrid int64) int64 {
 }
 
 // checkLabels checks that labels is a (b) int64 tensor of class indices in [0, K).
-func (h *Head) checkLabels(labels *torch.Tensor, b int64) {
+func (h *Head) checkLabels(labels *torch.Tensor, b int64) { h.checkLabelsOn(labels, nil, b) }
+
+// checkLabelsOn is checkLabels reading the values from host when it is not nil (one per label).
+func (h *Head) checkLabelsOn(labels *torch.Tensor, host []int64, b int64) {
 	if labels == nil {
 		torch.Fail("head", "labels: nil tensor")
 	}
@@ -177,7 +188,16 @@ func (h *Head) checkLabels(labels *torch.Tensor, b int64) {
 	if dt := labels.DType(); dt != torch.Int64 {
 		torch.Fail("head", "labels are %s, want int64", dt)
 	}
-	lo, hi := labels.Min().ItemInt(), labels.Max().ItemInt()
+	var lo, hi int64
+	if host != nil {
+		if int64(len(host)) != b {
+			torch.Fail("head", "%d host labels for %d samples", len(host), b)
+		}
+		lo, hi = slices.Min(host), slices.Max(host)
+	} else {
+		mm := torch.Stack([]*torch.Tensor{labels.Min(), labels.Max()}, 0).Int64s() // one read (the copy comes from any device)
+		lo, hi = mm[0], mm[1]
+	}
 	if lo < 0 || hi >= h.K {
 		torch.Fail("head", "labels range over [%d, %d], want class indices in [0, %d)", lo, hi, h.K)
 	}

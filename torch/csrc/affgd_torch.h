@@ -172,6 +172,12 @@ at_err at_contiguous(at_tensor t, at_tensor *out);
 at_err at_clone(at_tensor t, at_tensor *out);
 at_err at_detach(at_tensor t, at_tensor *out);
 at_err at_shallow(at_tensor t, at_tensor *out); /* a second handle to the same tensor */
+/* A page-locked (pinned) copy of a CPU tensor when CUDA is available (*pinned = 1); otherwise,
+   CPU-only libtorch having no pinned memory, a second handle to t itself (*pinned = 0). */
+at_err at_pin_memory(at_tensor t, int *pinned, at_tensor *out);
+/* t on device with non_blocking = true: from pinned memory the host does not wait for the copy
+   (not counted as a blocking upload); from pageable memory it is an ordinary copy. */
+at_err at_to_async(at_tensor t, int device, at_tensor *out);
 
 /* ---- shape ---- */
 at_err at_reshape(at_tensor t, const int64_t *shape, int nd, at_tensor *out);

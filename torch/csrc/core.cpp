@@ -536,6 +536,29 @@ at_err at_to(at_tensor t, int dtype, int device, at_tensor *out) {
     *out = wrap(x.to(dev, st));
   });
 }
+at_err at_pin_memory(at_tensor t, int *pinned, at_tensor *out) {
+  AT_TRY({
+    auto &x = T(t);
+    TORCH_CHECK(x.device().is_cpu(), "pin_memory needs a CPU tensor, got one on ", x.device());
+    if (at_cuda_is_available()) {
+      *out = wrap(x.pin_memory());
+      *pinned = 1;
+    } else {
+      *out = wrap(x);
+      *pinned = 0;
+    }
+  });
+}
+at_err at_to_async(at_tensor t, int device, at_tensor *out) {
+  AT_TRY({
+    auto &x = T(t);
+    auto dev = affgd::to_device(device);
+    bool pinned = x.device().is_cpu() && !dev.is_cpu() && x.is_pinned();
+    if (x.device().is_cpu() != dev.is_cpu() && !pinned)
+      affgd::count(dev.is_cpu() ? AT_COUNTER_reads : AT_COUNTER_uploads);
+    *out = wrap(x.to(dev, x.scalar_type(), /*non_blocking=*/true));
+  });
+}
 at_err at_contiguous(at_tensor t, at_tensor *out) { AT_TRY(*out = wrap(T(t).contiguous())); }
 at_err at_clone(at_tensor t, at_tensor *out) { AT_TRY(*out = wrap(T(t).clone())); }
 at_err at_detach(at_tensor t, at_tensor *out) { AT_TRY(*out = wrap(T(t).detach())); }
