@@ -6,6 +6,9 @@ package torch
 #include <malloc.h>
 // M_MMAP_THRESHOLD fixed at glibc's initial 128 KiB (see fixMallocThreshold).
 static int affgd_fix_mmap_threshold(int bytes) { return mallopt(M_MMAP_THRESHOLD, bytes); }
+// malloc_trim(0): returns the free memory at the top of the main heap and, via madvise, the free
+// pages inside every arena to the system.
+static int affgd_malloc_trim(void) { return malloc_trim(0); }
 // glibc's counts: arena bytes (sbrk and per-thread heaps), mmapped bytes, in use, free in arenas.
 static int affgd_malloc_stats(long long *out) {
 #if __GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33)
@@ -18,6 +21,7 @@ static int affgd_malloc_stats(long long *out) {
 }
 #else
 static int affgd_fix_mmap_threshold(int bytes) { (void)bytes; return -1; }
+static int affgd_malloc_trim(void) { return 0; }
 static int affgd_malloc_stats(long long *out) { (void)out; return 0; }
 #endif
 */
@@ -48,6 +52,19 @@ func fixMallocThreshold() {
 		return
 	}
 	mallocFixed = C.affgd_fix_mmap_threshold(MmapThreshold) == 1
+}
+
+// mallocTrim is whether ReleaseHostMemory trims glibc's arenas (AFFGD_MALLOC_TRIM=1).
+var mallocTrim = os.Getenv("AFFGD_MALLOC_TRIM") == "1"
+
+// ReleaseHostMemory returns the memory free inside glibc's malloc arenas to the system
+// (malloc_trim) when AFFGD_MALLOC_TRIM=1 is set; otherwise, and without glibc, it does nothing.
+// The trainer calls it after every step and evaluation. It reports whether memory was released.
+func ReleaseHostMemory() bool {
+	if !mallocTrim {
+		return false
+	}
+	return C.affgd_malloc_trim() == 1
 }
 
 // MallocThresholdFixed reports whether glibc's mmap threshold was fixed at [MmapThreshold] when

@@ -406,6 +406,7 @@ func (r *runner) epoch(ctx context.Context, p *progress) error {
 		}
 		st, err := r.step(b, p, steps)
 		b.Release()
+		torch.ReleaseHostMemory()
 		if err != nil {
 			if oe, ok := torch.AsOutOfMemory(err); ok {
 				return r.outOfMemory(p, oe)
@@ -445,6 +446,7 @@ func (r *runner) epoch(ctx context.Context, p *progress) error {
 	}
 	sum, err := evaluate.Run(r.m, r.testSet, evaluate.Options{Size: cfg.CropSize, Limit: cfg.TestLimit, Workers: cfg.Workers, Device: r.dev, Progress: r.ui.EvalProgress,
 		BatchSize: cfg.EvalBatchSize, KeepMaps: rep != nil, PerImage: rep.add})
+	torch.ReleaseHostMemory()
 	if err != nil {
 		rep.discard()
 		return err
