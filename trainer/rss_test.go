@@ -118,9 +118,13 @@ func (r *rssRecorder) rssGrowth() (warm, end int64, growth, native float64) {
 // Without torch's fixed malloc threshold (AFFGD_MALLOC_DYNAMIC=1) the same run starts ≈ 50 % higher
 // and usually grows by more, though on a loaded machine the 42-step growth scatters by ±1.5
 // points either way (docs/BENCHMARKS.md, "Resident memory"); `make rss-long` is the long form. AFFGD_RSS_FLAT_STEPS=N runs N steps instead of 42.
+//
+// It is not part of `make test`: on this project's shared 2-core machines the growth it measures
+// at the fixed threshold scattered from +0.7 % to +3.3 % between identical runs (docs/BENCHMARKS.md,
+// "Resident memory"), so in CI it would fail at random. `make rss-short` (AFFGD_RSS_FLAT=1) runs it.
 func TestTrainingRSSFlat(t *testing.T) {
-	if testing.Short() {
-		t.Skip("trains for 42 steps")
+	if os.Getenv("AFFGD_RSS_FLAT") == "" {
+		t.Skip("set AFFGD_RSS_FLAT=1 (make rss-short): its measurement is too noisy for CI on a shared machine")
 	}
 	if !torch.MallocThresholdFixed() {
 		t.Logf("glibc's malloc threshold is not fixed in this process (environment or libc)")

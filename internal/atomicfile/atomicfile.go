@@ -19,7 +19,13 @@ import (
 
 // Write creates path with what write produces. The writer it gets is buffered; the file ends up
 // with mode 0644 and the rename is synced to the folder.
-func Write(path string, write func(w io.Writer) error) (err error) {
+func Write(path string, write func(w io.Writer) error) error {
+	return writeFile(path, 1<<20, true, write)
+}
+
+// writeFile writes path through a temporary file beside it (buffered by bufSize bytes), then
+// renames it into place; with durable, the file and the rename are synced first.
+func writeFile(path string, bufSize int, durable bool, write func(w io.Writer) error) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -38,7 +44,7 @@ func Write(path string, write func(w io.Writer) error) (err error) {
 			os.Remove(tmp)
 		}
 	}()
-	bw := bufio.NewWriterSize(f, 1<<20)
+	bw := bufio.NewWriterSize(f, bufSize)
 	if err = write(bw); err != nil {
 		return err
 	}
@@ -48,8 +54,10 @@ func Write(path string, write func(w io.Writer) error) (err error) {
 	if err = f.Chmod(0o644); err != nil {
 		return err
 	}
-	if err = f.Sync(); err != nil {
-		return err
+	if durable {
+		if err = f.Sync(); err != nil {
+			return err
+		}
 	}
 	if err = f.Close(); err != nil {
 		return err
@@ -57,9 +65,11 @@ func Write(path string, write func(w io.Writer) error) (err error) {
 	if err = os.Rename(tmp, path); err != nil {
 		return err
 	}
-	if d, derr := os.Open(dir); derr == nil { // make the rename durable
-		d.Sync()
-		d.Close()
+	if durable {
+		if d, derr := os.Open(dir); derr == nil { // make the rename durable
+			d.Sync()
+			d.Close()
+		}
 	}
 	return nil
 }
@@ -110,39 +120,8 @@ func isDigits(s string) bool {
 // file, then rename), but after a crash the file may be lost or empty. It is for many small files
 // that can be made again (a report's pictures), written in a burst and made durable together by
 // one SyncFS before the file that refers to them is written with Write.
-func WriteUnsynced(path string, write func(w io.Writer) error) (err error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	if base == "" {
-		return fmt.Errorf("%q names a folder, not a file", path)
-	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	bw := bufio.NewWriterSize(f, 1<<16)
-	if err = write(bw); err != nil {
-		return err
-	}
-	if err = bw.Flush(); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err = f.Chmod(0o644); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+func WriteUnsynced(path string, write func(w io.Writer) error) error {
+	return writeFile(path, 1<<16, false, write)
 }
 
 // SyncFS makes every write to the filesystem that holds dir durable (syncfs(2)): one flush for
