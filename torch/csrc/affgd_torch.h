@@ -179,6 +179,46 @@ at_err at_pin_memory(at_tensor t, int *pinned, at_tensor *out);
    (not counted as a blocking upload); from pageable memory it is an ordinary copy. */
 at_err at_to_async(at_tensor t, int device, at_tensor *out);
 
+/* ---- host buffers, copy streams and events (issue 10: the loader overlapped with compute) ----
+ * Device-generic: the shim uses c10::Stream / c10::Event and the device guard interface, never
+ * CUDA headers, so the same source builds against CPU-only and CUDA libtorch.
+ *  - at_empty_host: an uninitialised C-contiguous CPU tensor, page-locked when pin != 0 and CUDA
+ *    is available (*pinned = 1); otherwise ordinary memory (*pinned = 0). A failed pinned
+ *    allocation is an error (the caller decides on a fallback).
+ *  - at_data_ptr: the address and size of a C-contiguous CPU tensor's memory (for writers that
+ *    fill it without calling libtorch; valid while the tensor's storage lives).
+ *  - at_storage_shared: *shared = 1 when anything besides this handle still references t's
+ *    tensor or storage (a view, an alias, an autograd graph), 0 when this handle is the only one.
+ *  - at_copy_stream_new: a side stream of the device for host-to-device copies (from libtorch's
+ *    stream pool); for the CPU (device -1) a stream that copies synchronously (no stream at all).
+ *  - at_copy_stream_upload: copies the n CPU tensors src to the stream's device, on the side
+ *    stream (non-blocking from pinned memory), writes n new handles into dst and a new event into
+ *    *done recorded after the copies. The copies' device memory is recorded for use on the
+ *    calling thread's current (compute) stream, so the caching allocator does not reuse it
+ *    before the work queued there with it is done. On the CPU dst are the tensors themselves
+ *    (second handles) and *done is an event that is already complete.
+ *  - at_event_wait: the calling thread's current stream of the event's device waits for it (the
+ *    host does not); at_event_synchronize: the host waits; at_event_query: *done = 1 when
+ *    complete; at_event_elapsed_ms: device time between the upload's start and its event (an
+ *    error on the CPU or before completion). CPU events: complete, waits are no-ops. */
+typedef struct at_stream_box *at_stream;
+typedef struct at_event_box *at_event;
+#define AT_STREAM_OPS(X)                                                                          \
+  X(empty_host, (const int64_t *shape, int nd, int dtype, int pin, int *pinned, at_tensor *out))  \
+  X(data_ptr, (at_tensor t, void **out, int64_t *nbytes))                                         \
+  X(storage_shared, (at_tensor t, int *shared))                                                   \
+  X(copy_stream_new, (int device, at_stream *out))                                                \
+  X(copy_stream_upload, (at_stream s, const at_tensor *src, int n, at_tensor *dst, at_event *done)) \
+  X(event_wait, (at_event e))                                                                     \
+  X(event_synchronize, (at_event e))                                                              \
+  X(event_query, (at_event e, int *done))                                                         \
+  X(event_elapsed_ms, (at_event e, double *ms))
+#define AT_DECLARE_STREAM_OP(name, params) at_err at_##name params;
+AT_STREAM_OPS(AT_DECLARE_STREAM_OP)
+#undef AT_DECLARE_STREAM_OP
+void at_copy_stream_free(at_stream s);
+void at_event_free(at_event e);
+
 /* ---- shape ---- */
 at_err at_reshape(at_tensor t, const int64_t *shape, int nd, at_tensor *out);
 at_err at_view(at_tensor t, const int64_t *shape, int nd, at_tensor *out);
