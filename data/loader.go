@@ -18,6 +18,13 @@ type LoaderOptions struct {
 	Seed                                          uint64
 	Epoch                                         int
 	StartBatch                                    int
+	// Pin asks for the batches in page-locked (pinned) host memory, for asynchronous copies to a
+	// GPU (Batch.Upload). Where CUDA is not available (CPU-only libtorch has no pinned memory) the
+	// batches are ordinary CPU tensors; where pinning fails the loader falls back to pageable
+	// memory and PinNotice says so.
+	Pin bool
+
+	goMemory bool // tests: the reference path (Go memory copied with FromBytes), no pool
 }
 
 // Batch of CPU tensors: Exo (B,E,3,crop,crop), Ego (B,3,crop,crop) float32, Label (B) int64,
@@ -26,12 +33,23 @@ type LoaderOptions struct {
 // The tensors belong to the caller: Next creates their handles on the caller's goroutine, so
 // they live in the caller's innermost open scope (released when it closes) or, with no scope
 // open, until Release or collection. Release frees them at once.
+//
+// They are views of one of the loader's batch buffers (pinned with LoaderOptions.Pin on a GPU
+// machine), which the workers filled in place. The buffer is reused for a later batch only once
+// no tensor shares its memory any more (these tensors and everything made from them that shares
+// their storage — views, a CPU To — released) and every Upload of it completed; so a batch stays
+// valid however long it is held, even after Close. Copy a batch to a device asynchronously only
+// with Upload (a ToAsync of its tensors is not waited for before the buffer is reused).
 type Batch struct {
 	Exo, Ego, Label *torch.Tensor
 	Samples         []Sample
+
+	buf  *buffer
+	pool *pool
 }
 
-// Release frees the batch's tensors now; it is safe to call twice.
+// Release frees the batch's tensors now (its buffer returns to the loader's pool once nothing
+// else reads it); it is safe to call twice.
 func (b *Batch) Release() {
 	if b == nil {
 		return
@@ -39,6 +57,22 @@ func (b *Batch) Release() {
 	b.Exo.Free()
 	b.Ego.Free()
 	b.Label.Free()
+	if b.pool != nil {
+		b.pool.sweep()
+	}
+}
+
+// Upload queues the copies of Exo, Ego and Label to s's device on its copy stream and returns
+// the device tensors (in the caller's scope) with the copies' event; call Upload.Wait before
+// queueing the work that reads them, and Upload.Release when done. The batch's buffer is not
+// reused before the copies completed. On the CPU (a synchronous CopyStream) the result is the
+// batch's own tensors (second handles, sharing the buffer), as the CPU path always was.
+func (b *Batch) Upload(s *torch.CopyStream) *torch.Upload {
+	u := s.Upload(b.Exo, b.Ego, b.Label)
+	if b.pool != nil && s.Async() {
+		b.pool.uploaded(b.buf, u.Done)
+	}
+	return u
 }
 
 // Loader iterates one epoch of training batches; see NewTrainLoader.
@@ -54,25 +88,27 @@ type Loader struct {
 	once    sync.Once
 	closed  bool
 	ended   bool
+	pool    *pool
 }
 
 type result struct {
 	b   *prepared
+	buf *buffer // the batch's buffer, also when it failed (it goes back to the pool)
 	err error
 }
 
-// prepared is a batch as the workers build it: normalised pixels in Go memory, turned into
-// tensors by Next on the consumer's goroutine (so workers never call libtorch).
+// prepared is a batch as the workers build it: normalised pixels written into its buffer's
+// memory (Go slices over the buffer's tensors), turned into tensor views by Next on the
+// consumer's goroutine (so workers never call libtorch).
 type prepared struct {
-	exo, ego []float32 // (n·e, 3, c, c) and (n, 3, c, c)
-	labels   []int64
-	samples  []Sample
-	n, e, c  int
+	samples []Sample
+	n, e, c int
 }
 
 type job struct {
-	b  int
-	ch chan result
+	b   int
+	ch  chan result
+	buf *buffer
 }
 
 // splitmix64 is a 64-bit mixing function, used to derive independent generator seeds.
@@ -138,6 +174,7 @@ func NewTrainLoader(s *TrainSet, o LoaderOptions) (*Loader, error) {
 		futures: make(chan chan result, o.Prefetch),
 		sem:     make(chan struct{}, o.Prefetch),
 		done:    make(chan struct{}),
+		pool:    newPool(o.BatchSize, o.E, o.Crop, o.Pin, o.goMemory),
 	}
 	jobs := make(chan job)
 	l.wg.Add(1 + o.Workers)
@@ -151,14 +188,28 @@ func NewTrainLoader(s *TrainSet, o LoaderOptions) (*Loader, error) {
 			case <-l.done:
 				return
 			}
+			buf := l.pool.get(l.done) // from the consumer's goroutine (Next) when none is free
 			ch := make(chan result, 1)
 			select {
 			case l.futures <- ch:
 			case <-l.done:
 				return
 			}
+			if buf == nil {
+				select {
+				case <-l.done:
+					ch <- result{err: errors.New("data: loader closed")}
+					return
+				default:
+				}
+				l.pool.mu.Lock()
+				err := l.pool.allocErr
+				l.pool.mu.Unlock()
+				ch <- result{err: fmt.Errorf("data: loader: batch %d: %w", b, err)}
+				continue
+			}
 			select {
-			case jobs <- job{b, ch}:
+			case jobs <- job{b, ch, buf}:
 			case <-l.done:
 				ch <- result{err: errors.New("data: loader closed")}
 				return
@@ -169,8 +220,8 @@ func NewTrainLoader(s *TrainSet, o LoaderOptions) (*Loader, error) {
 		go func() {
 			defer l.wg.Done()
 			for j := range jobs {
-				b, err := l.build(j.b)
-				j.ch <- result{b, err}
+				b, err := l.build(j.b, j.buf)
+				j.ch <- result{b, j.buf, err}
 			}
 		}()
 	}
@@ -182,35 +233,83 @@ func (l *Loader) Len() int { return l.n }
 
 // Next returns the next batch, or io.EOF after the last one. The batch's tensors belong to the
 // caller (see Batch). A batch that fails (an unreadable image) returns its error; the following
-// batches still come.
+// batches still come. While it waits, Next allocates the batch buffers the workers need (on the
+// caller's goroutine, since that is a libtorch call) and takes back those nothing reads any more.
 func (l *Loader) Next() (*Batch, error) {
 	if l.closed {
 		return nil, errors.New("data: loader: Next after Close")
 	}
-	ch, ok := <-l.futures
-	if !ok {
-		l.ended = true
-		return nil, io.EOF
+	l.pool.sweep()
+	var ch chan result
+	for ch == nil {
+		select {
+		case c, ok := <-l.futures:
+			if !ok {
+				l.ended = true
+				return nil, io.EOF
+			}
+			ch = c
+		case <-l.pool.need:
+			l.pool.serve()
+		}
 	}
-	r := <-ch
+	var r result
+	for got := false; !got; {
+		select {
+		case r = <-ch:
+			got = true
+		case <-l.pool.need: // buffers for the batches after this one
+			l.pool.serve()
+		}
+	}
 	<-l.sem
 	if r.err != nil {
+		l.pool.put(r.buf) // no tensor was made of it
 		return nil, r.err
 	}
 	// Created on the caller's goroutine, the tensors are in the caller's scope.
-	p := r.b
+	p, buf := r.b, r.buf
 	n, e, c := int64(p.n), int64(p.e), int64(p.c)
 	out := &Batch{Samples: p.samples}
 	err := torch.Try(func() {
-		out.Exo = torch.FromBytes(floatBytes(p.exo), torch.Float32, []int64{n, e, 3, c, c}, torch.CPU)
-		out.Ego = torch.FromBytes(floatBytes(p.ego), torch.Float32, []int64{n, 3, c, c}, torch.CPU)
-		out.Label = torch.FromSlice(p.labels, n)
+		if l.o.goMemory {
+			px := e * 3 * c * c
+			out.Exo = torch.FromBytes(floatBytes(buf.exoS[:n*px]), torch.Float32, []int64{n, e, 3, c, c}, torch.CPU)
+			out.Ego = torch.FromBytes(floatBytes(buf.egoS[:n*px/e]), torch.Float32, []int64{n, 3, c, c}, torch.CPU)
+			out.Label = torch.FromSlice(buf.labelS[:n], n)
+			l.pool.put(buf) // copied: the Go memory can take the next batch
+			return
+		}
+		out.buf, out.pool = buf, l.pool
+		l.pool.lend(buf) // from here the buffer comes back when nothing shares it
+		out.Exo = buf.exo.Narrow(0, 0, n)
+		out.Ego = buf.ego.Narrow(0, 0, n)
+		out.Label = buf.label.Narrow(0, 0, n)
 	})
 	if err != nil {
 		out.Release()
 		return nil, fmt.Errorf("data: loader: %w", err)
 	}
 	return out, nil
+}
+
+// PinNotice says, once the first batch came, why the batches are not in pinned memory although
+// LoaderOptions.Pin asked for it on a machine with CUDA (the pinned allocation failed: they are
+// copied from pageable memory, which the host waits for); "" when pinned as asked, or not asked.
+func (l *Loader) PinNotice() string {
+	l.pool.mu.Lock()
+	defer l.pool.mu.Unlock()
+	if l.pool.pinErr != nil {
+		return fmt.Sprintf("pinned host memory could not be allocated (%v): the batches are in pageable memory and each copy to the device blocks the host", l.pool.pinErr)
+	}
+	return ""
+}
+
+// Pinned reports whether the batch buffers allocated so far are in pinned memory.
+func (l *Loader) Pinned() bool {
+	l.pool.mu.Lock()
+	defer l.pool.mu.Unlock()
+	return l.pool.pinned
 }
 
 // Close stops the workers and frees the batches prepared but not taken. It is safe to call
@@ -221,30 +320,35 @@ func (l *Loader) Close() {
 		close(l.done)
 		l.wg.Wait() // the dispatcher stops at done; the workers finish their batch
 		for ch := range l.futures {
-			<-ch // prepared batches are Go memory: dropping them frees them
+			<-ch // prepared batches live in the pool's buffers, freed below
 		}
+		select {
+		case <-l.pool.give: // an answer the dispatcher did not wait for
+		default:
+		}
+		l.pool.close()
 	})
 }
 
 // build decodes and transforms batch b. Each image is resized, cropped and flipped straight into
 // its slot of one byte buffer per batch half (exocentric, egocentric), and each half is
 // normalised into one float buffer, so there is no per-image copy; the values are
-// TrainTransform's, bit for bit (the normalisation is elementwise). It runs on a worker
-// goroutine and touches no tensor.
-func (l *Loader) build(b int) (*prepared, error) {
+// TrainTransform's, bit for bit (the normalisation is elementwise), written into buf's memory
+// (its first rows for a short last batch). It runs on a worker goroutine and touches no tensor.
+func (l *Loader) build(b int, buf *buffer) (*prepared, error) {
 	start := b * l.o.BatchSize
 	end := min(start+l.o.BatchSize, len(l.set.Items))
 	n, e, c := end-start, l.o.E, l.o.Crop
 	px := c * c * 3
 	exoPix := make([]byte, n*e*px)
 	egoPix := make([]byte, n*px)
-	out := &prepared{samples: make([]Sample, 0, n), labels: make([]int64, 0, n), n: n, e: e, c: c}
+	out := &prepared{samples: make([]Sample, 0, n), n: n, e: e, c: c}
 	for pos := start; pos < end; pos++ {
 		rng := ItemRand(l.o.Seed, l.o.Epoch, pos)
 		smp := l.set.Sample(l.perm[pos], e, rng)
 		out.samples = append(out.samples, smp)
-		out.labels = append(out.labels, smp.Label)
 		i := pos - start
+		buf.labelS[i] = int64(smp.Label)
 		// The exocentric images first, then the egocentric one: the order of the draws.
 		for k := 0; k <= e; k++ {
 			p, dst := smp.Ego, egoPix[i*px:(i+1)*px]
@@ -261,12 +365,10 @@ func (l *Loader) build(b int) (*prepared, error) {
 			}
 		}
 	}
-	out.exo = make([]float32, len(exoPix))
-	out.ego = make([]float32, len(egoPix))
-	if err := normalizeInto(out.exo, exoPix, n*e, c, c); err != nil {
+	if err := normalizeInto(buf.exoS[:len(exoPix)], exoPix, n*e, c, c); err != nil {
 		return nil, fmt.Errorf("data: loader: batch %d: %v", b, err)
 	}
-	if err := normalizeInto(out.ego, egoPix, n, c, c); err != nil {
+	if err := normalizeInto(buf.egoS[:len(egoPix)], egoPix, n, c, c); err != nil {
 		return nil, fmt.Errorf("data: loader: batch %d: %v", b, err)
 	}
 	return out, nil
