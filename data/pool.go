@@ -42,9 +42,9 @@ type pool struct {
 	out      []*buffer // handed to the consumer in a batch, not back yet
 	all      []*buffer // every buffer allocated, for Close
 	closed   bool
-	pinned   bool   // the buffers are page-locked
-	pinErr   error  // why pinned memory was asked for and is not used (fallback to pageable)
-	allocErr error  // the last allocation failure, for the batch that could not get a buffer
+	pinned   bool  // the buffers are page-locked
+	pinErr   error // why pinned memory was asked for and is not used (fallback to pageable)
+	allocErr error // the last allocation failure, for the batch that could not get a buffer
 }
 
 func newPool(n, e, c int, pin, goMem bool) *pool {
