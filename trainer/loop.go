@@ -264,6 +264,11 @@ func Run(ctx context.Context, cfg Config, resume bool, ui UI) error {
 	disc := cfg.DiscoveryOptions()
 
 	r := &runner{cfg: cfg, m: m, opt: opt, sched: sched, dev: dev, disc: disc, ui: ui, statePath: statePath, trainSet: trainSet, testSet: testSet}
+	// The batches' copies to a GPU run on a stream of their own, so batch i+1's copy overlaps
+	// step i; on the CPU the copy stream is synchronous (the batch's tensors themselves).
+	if r.copies, err = torch.NewCopyStream(dev); err != nil {
+		ui.Log(fmt.Sprintf("data: no copy stream on %s (%v): each batch is copied to the device before its step, and the host waits for it", dev, err))
+	}
 	for ; p.Epoch < cfg.Epochs; p.Epoch++ {
 		if err := r.epoch(ctx, &p); err != nil {
 			return err
@@ -341,6 +346,46 @@ type runner struct {
 	statePath string
 	trainSet  *data.TrainSet
 	testSet   *data.TestSet
+	copies    *torch.CopyStream // nil: blocking copies (no copy stream could be made)
+	pinNoted  bool              // the loader's PinNotice was logged
+}
+
+// staged is a loader batch with its copy on the device (queued, on a GPU, on the copy stream).
+type staged struct {
+	b                *data.Batch
+	u                *torch.Upload // nil for blocking copies
+	exo, ego, labels *torch.Tensor // on the device
+}
+
+// stage queues the copy of b to the device. It runs outside any scope: release frees it.
+func (r *runner) stage(b *data.Batch) (*staged, error) {
+	s := &staged{b: b}
+	err := torch.Try(func() {
+		if r.copies == nil {
+			s.exo, s.ego, s.labels = b.Exo.To(r.dev), b.Ego.To(r.dev), b.Label.To(r.dev)
+			return
+		}
+		s.u = b.Upload(r.copies)
+		s.exo, s.ego, s.labels = s.u.Tensors[0], s.u.Tensors[1], s.u.Tensors[2]
+	})
+	if err != nil {
+		s.release()
+		return nil, err
+	}
+	return s, nil
+}
+
+// release frees the batch and its device copy (the loader reuses the batch's buffer once the
+// copy completed); safe on nil and twice.
+func (s *staged) release() {
+	if s == nil {
+		return
+	}
+	s.exo.Free()
+	s.ego.Free()
+	s.labels.Free()
+	s.u.Release()
+	s.b.Release()
 }
 
 // stepSeed derives the seed of one step's K-means draws from the run seed, so a resumed run draws
@@ -358,6 +403,7 @@ func (r *runner) epoch(ctx context.Context, p *progress) error {
 	loader, err := data.NewTrainLoader(r.trainSet, data.LoaderOptions{
 		BatchSize: cfg.BatchSize, E: cfg.NumExo, Resize: cfg.ResizeSize, Crop: cfg.CropSize,
 		Workers: cfg.Workers, Prefetch: cfg.Prefetch, Seed: cfg.Seed, Epoch: p.Epoch, StartBatch: p.NextStep,
+		Pin: !r.dev.IsCPU(),
 	})
 	if err != nil {
 		return err
@@ -373,6 +419,39 @@ func (r *runner) epoch(ctx context.Context, p *progress) error {
 	r.ui.EpochStart(p.Epoch, cfg.Epochs, steps, p.NextStep)
 	lastSave, first := time.Now(), p.NextStep
 	var wait, firstWait time.Duration // time the steps waited for the loader's batches
+	fetched, late := 0, 0             // batches taken; of them, copies still running at their step (GPU)
+	var copyMS float64                // device time of the batches' copies (GPU)
+	// fetch takes the next batch from the loader and queues its copy to the device.
+	fetch := func() (*staged, error) {
+		t0 := time.Now()
+		b, err := loader.Next()
+		if fetched == 0 {
+			firstWait = time.Since(t0) // the loader's start: nothing could be prefetched yet
+		} else {
+			wait += time.Since(t0) // the loop waits for the batch (the loader builds it meanwhile)
+		}
+		fetched++
+		if err != nil {
+			return nil, err
+		}
+		if n := loader.PinNotice(); n != "" && !r.pinNoted {
+			r.ui.Log("data: " + n)
+			r.pinNoted = true
+		}
+		s, err := r.stage(b)
+		if err != nil {
+			return nil, fmt.Errorf("copying a batch to %s: %w", r.dev, err)
+		}
+		return s, nil
+	}
+	// Batch i+1 is taken and its copy queued before step i is queued, so on a GPU the copy runs
+	// on the copy stream during step i's kernels.
+	var ahead *staged
+	var nextErr error
+	if p.NextStep < steps {
+		ahead, nextErr = fetch()
+	}
+	defer func() { ahead.release() }()
 	for ; p.NextStep < steps; p.NextStep++ {
 		// Every state_every_minutes, the state before this step, so that a hard kill loses at most
 		// that much training.
@@ -391,21 +470,27 @@ func (r *runner) epoch(ctx context.Context, p *progress) error {
 			}
 			return ErrInterrupted
 		}
-		t0 := time.Now()
-		b, err := loader.Next()
-		if p.NextStep == first {
-			firstWait = time.Since(t0) // the loader's start: nothing could be prefetched yet
-		} else {
-			wait += time.Since(t0) // the step waits for its batch (the loader builds it meanwhile)
-		}
+		cur, err := ahead, nextErr
+		ahead, nextErr = nil, nil
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
 			return err
 		}
-		st, err := r.step(b, p, steps)
-		b.Release()
+		if p.NextStep+1 < steps {
+			ahead, nextErr = fetch()
+		}
+		if cur.u != nil && !cur.u.Done.Done() {
+			late++
+		}
+		st, err := r.step(cur, p, steps)
+		if cur.u != nil && r.copies.Async() {
+			if ms, err := cur.u.Done.ElapsedMS(); err == nil { // complete once the step read its figures
+				copyMS += ms
+			}
+		}
+		cur.release()
 		torch.ReleaseHostMemory()
 		if err != nil {
 			if oe, ok := torch.AsOutOfMemory(err); ok {
@@ -418,7 +503,11 @@ func (r *runner) epoch(ctx context.Context, p *progress) error {
 	r.sched.Step()
 	if n := p.NextStep - first; n > 1 {
 		r.ui.Log(fmt.Sprintf("data: the first step waited %.1f ms for its batch, the %d others %.1f ms per step on average (workers %d)",
-			1000*firstWait.Seconds(), n-1, 1000*wait.Seconds()/float64(n-1), cfg.Workers))
+			1000*firstWait.Seconds(), fetched-1, 1000*wait.Seconds()/float64(fetched-1), cfg.Workers))
+		if r.copies != nil && r.copies.Async() {
+			r.ui.Log(fmt.Sprintf("data: copies to %s on the copy stream: %.2f ms of device time per batch; %d of %d steps were queued before their batch's copy had completed (their stream waited for it)",
+				r.dev, copyMS/float64(n), late, n))
+		}
 	}
 
 	l := EpochLog{Epoch: p.Epoch + 1, LR: lrs, Steps: p.Sums.Steps, Losses: map[string]float64{},
@@ -486,7 +575,8 @@ func (r *runner) epoch(ctx context.Context, p *progress) error {
 }
 
 // step runs one training step on a loader batch and adds its figures to the epoch's sums.
-func (r *runner) step(b *data.Batch, p *progress, steps int) (StepStats, error) {
+func (r *runner) step(sb *staged, p *progress, steps int) (StepStats, error) {
+	b := sb.b
 	st := StepStats{Epoch: p.Epoch, Step: p.NextStep, Steps: steps, Losses: map[string]float64{}}
 	if stepFault != nil {
 		if err := stepFault(p.Epoch, p.NextStep); err != nil {
@@ -500,7 +590,10 @@ func (r *runner) step(b *data.Batch, p *progress, steps int) (StepStats, error) 
 		for i, smp := range b.Samples {
 			labels[i] = int64(smp.Label)
 		}
-		batch := train.Batch{Exo: upload(b.Exo, r.dev), Ego: upload(b.Ego, r.dev), Label: upload(b.Label, r.dev), Labels: labels}
+		if sb.u != nil {
+			sb.u.Wait() // the compute stream waits for the batch's copies (the host does not)
+		}
+		batch := train.Batch{Exo: sb.exo, Ego: sb.ego, Label: sb.labels, Labels: labels}
 		// The step (train.Model.Step, as debug step and bench step run it); its figures come
 		// back in one read.
 		_, fig, err := r.m.Step(batch, r.opt, train.Options{Epoch: p.Epoch, Discovery: r.disc, Gen: gen, Tau: r.cfg.Temperature, Gamma2: r.cfg.Gamma2, Weights: &r.cfg.LossWeights},
@@ -535,17 +628,6 @@ func (r *runner) step(b *data.Batch, p *progress, steps int) (StepStats, error) 
 	st.AccEgo = 100 * float64(s.CorrectEgo) / float64(s.Samples)
 	st.AccExo = 100 * float64(s.CorrectExo) / float64(s.Samples)
 	return st, nil
-}
-
-// upload copies a loader tensor to the device: through pinned host memory with a non-blocking
-// copy on a GPU (the host queues the copy and goes on to queue the step; no blocking upload), as
-// it is on the CPU. On a machine without CUDA PinMemory falls back to the tensor itself.
-func upload(t *torch.Tensor, dev torch.Device) *torch.Tensor {
-	if dev.IsCPU() {
-		return t.To(dev)
-	}
-	p, _ := t.PinMemory()
-	return p.ToAsync(dev)
 }
 
 // stepFault, when set (by tests), runs before each training step; an error it returns is the
