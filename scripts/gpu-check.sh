@@ -16,6 +16,8 @@
 #      tiny ones), a 2-epoch `affgd train` at 224² (deterministic: true) on the device, the same
 #      run cut after epoch 1 and finished with --resume (last.pth compared byte for byte),
 #      `affgd eval` and `affgd predict` of its checkpoint;
+#      then the loader's wait for data and the copy stream's overlap (a 12-step train with 1
+#      worker and with every core; its "data:" log lines);
 #   5. bad input: a device that does not exist (one line naming it and what exists) and, on
 #      CUDA, a step too large for the GPU (one line naming the batch size, memory requested and
 #      free);
@@ -176,6 +178,16 @@ step eval "$BIN/affgd" eval --dataset agd20k-seen --data-root "$SYN/data" --chec
 imgs=$(find "$SYN/data/Seen/testset/egocentric" -name '*.jpg' -o -name '*.png' | sort | head -2)
 step predict "$BIN/affgd" predict $(for i in $imgs; do printf -- '--image %s ' "$i"; done) --action hold \
   --checkpoint "$WORK/runA/last.pth" --vocab "$AFFGD_BPE_VOCAB" --device "$DEV" --out "$WORK/pred"
+# The loader's wait on the device (issue 10 item 4): 1 worker and every core, 12 steps each; the
+# trainer logs per epoch how long the steps waited for their batches ("data: the first step
+# waited …") and, on a GPU, the copies' device time on the copy stream and how many steps were
+# queued before their batch's copy had completed ("data: copies to …"). Not in --quick.
+if [ "$QUICK" = 0 ]; then
+  for w in 1 "$(nproc)"; do
+    step "train-loader-workers-$w" "$BIN/affgd" train --config "$WORK/train.yaml" --out-dir "$WORK/loader-w$w" \
+      --epochs 1 --max-steps-per-epoch 12 --test-limit 1 --workers "$w"
+  done
+fi
 
 # 5. Bad input: one line each, naming the device / batch size and memory.
 expect_error() { # name want... -- command...
