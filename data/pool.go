@@ -134,6 +134,10 @@ func (p *pool) alloc() (*buffer, error) {
 	return b, nil
 }
 
+// emptyHost allocates the buffers' tensors (a variable so that tests can fail pinned allocations,
+// which a machine without CUDA cannot).
+var emptyHost = torch.EmptyHost
+
 func allocTensors(n, e, c int, pin bool) (b *buffer, pinned bool, err error) {
 	b = &buffer{}
 	shapes := []struct {
@@ -146,7 +150,7 @@ func allocTensors(n, e, c int, pin bool) (b *buffer, pinned bool, err error) {
 		{&b.label, []int64{int64(n)}, torch.Int64},
 	}
 	for _, s := range shapes {
-		t, pn, err := torch.EmptyHost(s.shape, s.dt, pin)
+		t, pn, err := emptyHost(s.shape, s.dt, pin)
 		if err != nil {
 			b.free()
 			return nil, false, err

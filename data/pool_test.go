@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/affgd/affgd/internal/testref"
@@ -257,5 +258,64 @@ func TestPoolMemory(t *testing.T) {
 	b.Release()
 	if tn, bn := live(); tn != t0 || bn != b0 {
 		t.Errorf("after Close mid-epoch: %d live tensors (%d bytes), %d (%d) before", tn, bn, t0, b0)
+	}
+}
+
+// Pinned memory that cannot be allocated: the loader falls back to pageable buffers, says why
+// once (PinNotice), and its batches are the same bytes.
+func TestPinFallback(t *testing.T) {
+	s, err := OpenTrain(makeAGD(t), Seen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := LoaderOptions{BatchSize: 4, Resize: 40, Crop: 32, Workers: 2, Seed: 3}
+	want := epochRecords(t, s, o, false)
+	defer func(f func([]int64, torch.DType, bool) (*torch.Tensor, bool, error)) { emptyHost = f }(emptyHost)
+	real := emptyHost
+	emptyHost = func(shape []int64, dt torch.DType, pin bool) (*torch.Tensor, bool, error) {
+		if pin {
+			return nil, false, errors.New("cudaHostAlloc: out of memory")
+		}
+		return real(shape, dt, pin)
+	}
+	o.Pin = true
+	l, err := NewTrainLoader(s, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for i := 0; ; i++ {
+		b, err := l.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(record(b), want[i].data) {
+			t.Errorf("batch %d differs in pageable memory", i)
+		}
+		b.Release()
+	}
+	if n := l.PinNotice(); !strings.Contains(n, "cudaHostAlloc: out of memory") || !strings.Contains(n, "pageable") {
+		t.Errorf("PinNotice %q", n)
+	}
+	if l.Pinned() {
+		t.Error("Pinned after the fallback")
+	}
+	// Without the fault (and without CUDA here) nothing is said.
+	emptyHost = real
+	l2, _ := NewTrainLoader(s, o)
+	defer l2.Close()
+	if b, err := l2.Next(); err != nil {
+		t.Fatal(err)
+	} else {
+		b.Release()
+	}
+	if n := l2.PinNotice(); n != "" {
+		t.Errorf("PinNotice %q without a failure", n)
+	}
+	if l2.Pinned() != torch.CUDAIsAvailable() {
+		t.Errorf("Pinned %v with CUDA available %v", l2.Pinned(), torch.CUDAIsAvailable())
 	}
 }
