@@ -266,7 +266,7 @@ func Run(ctx context.Context, cfg Config, resume bool, ui UI) error {
 	r := &runner{cfg: cfg, m: m, opt: opt, sched: sched, dev: dev, disc: disc, ui: ui, statePath: statePath, trainSet: trainSet, testSet: testSet}
 	// The batches' copies to a GPU run on a stream of their own, so batch i+1's copy overlaps
 	// step i; on the CPU the copy stream is synchronous (the batch's tensors themselves).
-	if r.copies, err = torch.NewCopyStream(dev); err != nil {
+	if r.copies, err = newCopyStream(dev); err != nil {
 		ui.Log(fmt.Sprintf("data: no copy stream on %s (%v): each batch is copied to the device before its step, and the host waits for it", dev, err))
 	}
 	for ; p.Epoch < cfg.Epochs; p.Epoch++ {
@@ -629,6 +629,10 @@ func (r *runner) step(sb *staged, p *progress, steps int) (StepStats, error) {
 	st.AccExo = 100 * float64(s.CorrectExo) / float64(s.Samples)
 	return st, nil
 }
+
+// newCopyStream makes the run's copy stream (a variable so that tests can make it fail, which a
+// CPU cannot).
+var newCopyStream = torch.NewCopyStream
 
 // stepFault, when set (by tests), runs before each training step; an error it returns is the
 // step's, as if libtorch had raised it (a CUDA out-of-memory error cannot be provoked on a machine
