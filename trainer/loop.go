@@ -475,6 +475,9 @@ func (r *runner) epoch(ctx context.Context, p *progress) error {
 		if err == io.EOF {
 			break
 		}
+		if oe, ok := torch.AsOutOfMemory(err); ok { // the batch's copy to the device
+			return r.outOfMemory(p, oe)
+		}
 		if err != nil {
 			return err
 		}
