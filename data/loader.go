@@ -138,7 +138,10 @@ func ItemRand(seed uint64, epoch, pos int) *rand.Rand {
 // its images) comes from a generator seeded by (Seed, Epoch, item position in the epoch) (see
 // ItemRand), so results do not depend on Workers or on where the epoch was resumed. Decoding and
 // augmentation run in Workers goroutines ahead of the consumer through a bounded queue of
-// Prefetch batches; batches arrive in order. Call Close when done (also when stopping early).
+// Prefetch batches; batches arrive in order. The workers write each batch straight into one of a
+// pool of tensor buffers (pinned with Pin on CUDA), which Next allocates as needed and reuses once
+// nothing reads a batch any more (see Batch). Call Close when done (also when stopping early): it
+// frees the pool.
 func NewTrainLoader(s *TrainSet, o LoaderOptions) (*Loader, error) {
 	if s == nil || len(s.Items) == 0 {
 		return nil, errors.New("data: loader: empty training set")

@@ -503,6 +503,11 @@ func (r *runner) epoch(ctx context.Context, p *progress) error {
 		}
 		r.ui.Step(st)
 	}
+	// The epoch's batches are done: the loader's buffers (pinned on a GPU) are freed before the
+	// evaluation, not kept through it.
+	ahead.release()
+	ahead = nil
+	loader.Close()
 	r.sched.Step()
 	if n := p.NextStep - first; n > 1 {
 		r.ui.Log(fmt.Sprintf("data: the first step waited %.1f ms for its batch, the %d others %.1f ms per step on average (workers %d)",
