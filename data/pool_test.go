@@ -319,3 +319,36 @@ func TestPinFallback(t *testing.T) {
 		t.Errorf("Pinned %v with CUDA available %v", l2.Pinned(), torch.CUDAIsAvailable())
 	}
 }
+
+// A batch that fails gives its buffer back: a run with failing batches, released one by one,
+// needs no more buffers than one without failures.
+func TestFailedBatchReturnsItsBuffer(t *testing.T) {
+	bad, err := OpenTrain(makeAGD(t), Seen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(bad.Items[3].Path, []byte("not an image"), 0o644)
+	l, err := NewTrainLoader(bad, LoaderOptions{BatchSize: 1, Resize: 40, Crop: 32, Workers: 1, Prefetch: 1, E: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	failed := 0
+	for {
+		b, err := l.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			failed++
+			continue
+		}
+		b.Release()
+	}
+	if failed < 2 {
+		t.Fatalf("%d batches failed, want several", failed)
+	}
+	if n := l.pool.buffers(); n > 3 {
+		t.Errorf("%d buffers with prefetch 1 and %d failed batches: failed batches keep theirs", n, failed)
+	}
+}
