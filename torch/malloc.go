@@ -119,13 +119,16 @@ var mallocTrim = os.Getenv("AFFGD_MALLOC_TRIM") == "1"
 // hasMKL is whether libtorch carries Intel MKL's memory manager (looked up at start-up).
 var hasMKL bool
 
+// mklKeep is AFFGD_MKL_KEEP_BUFFERS=1: ReleaseHostMemory leaves MKL's buffers alone.
+var mklKeep = os.Getenv("AFFGD_MKL_KEEP_BUFFERS") == "1"
+
 func lookupMKL() { hasMKL = C.affgd_mkl_lookup() == 1 }
 
 // ReleaseHostMemory returns host memory that libraries keep for reuse. The trainer calls it after
 // every step and evaluation.
 //
 // It returns the buffers Intel MKL's memory manager keeps and no call is using (unless
-// AFFGD_MALLOC_DYNAMIC=1). MKL keeps its GEMM packing buffers per thread that called it, for
+// AFFGD_MALLOC_DYNAMIC=1 or AFFGD_MKL_KEEP_BUFFERS=1). MKL keeps its GEMM packing buffers per thread that called it, for
 // reuse; every OS thread Go runs a matmul on (Go starts more as goroutines block in cgo calls)
 // and every OpenMP worker such a thread starts gets its own set, kept for good: in the short RSS
 // test glibc's mmapped bytes rose by 8.4 MB with each new thread (docs/BENCHMARKS.md, "Resident
@@ -134,7 +137,7 @@ func lookupMKL() { hasMKL = C.affgd_mkl_lookup() == 1 }
 // With AFFGD_MALLOC_TRIM=1 it also trims glibc's arenas (malloc_trim) and reports whether that
 // released memory; otherwise it reports false.
 func ReleaseHostMemory() bool {
-	if hasMKL && !mallocDefaults {
+	if hasMKL && !mallocDefaults && !mklKeep {
 		C.affgd_mkl_free_buffers()
 	}
 	if !mallocTrim {

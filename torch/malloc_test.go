@@ -38,7 +38,8 @@ func TestReleaseHostMemoryMKL(t *testing.T) {
 	if _, _, ok := MKLBuffers(); !ok {
 		t.Skip("libtorch has no MKL memory manager")
 	}
-	defer func(v bool) { mallocDefaults = v }(mallocDefaults)
+	defer func(d, k bool) { mallocDefaults, mklKeep = d, k }(mallocDefaults, mklKeep)
+	mklKeep = false
 	for _, defaults := range []bool{false, true} {
 		mallocDefaults = defaults
 		s := NewScope()
