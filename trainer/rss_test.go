@@ -29,7 +29,7 @@ const rssGrowthLimit = 0.02
 // rssGrowthSteps is the length of run the short form holds to [rssGrowthLimit]: the issue's
 // full-size run (100 steps). Its demo run (1,000 steps) allows ten times less growth per step,
 // 12 KB a step at the short form's 600 MB, which the short form cannot resolve: the slope over its
-// 50 steps has a standard error of 3–8 KB a step. The long form holds both runs to the bound.
+// 50 steps has a standard error of 2–10 KB a step. The long form holds both runs to the bound.
 const rssGrowthSteps = 100
 
 // rssWarmup is the short form's warm-up: its first ten steps (the first epoch, its evaluation and
@@ -250,9 +250,9 @@ func (r *rssRecorder) rssRates(warmup int) (warm, peak float64, rates []rssRate)
 // Go's memory is left out of the native memory since its collector returns free memory in its
 // own time (±3 MB between samples); its live heap is checked instead. Without torch's malloc
 // settings (AFFGD_MALLOC_DYNAMIC=1) the native memory's peak rose by 6–25 % in this test; with
-// them by 0.1–0.7 %; with the threshold alone (16 arenas) by 2–4 % (docs/BENCHMARKS.md,
-// "Resident memory"). AFFGD_RSS_FLAT_STEPS=N runs N steps instead of 60; AFFGD_RSS_CSV=FILE
-// writes every sample (MB).
+// them by 0.1–0.8 %; with the threshold alone (16 arenas, MKL's buffers kept) by 2.4–2.9 %
+// (docs/BENCHMARKS.md, "Resident memory"). AFFGD_RSS_FLAT_STEPS=N runs N steps instead of 60;
+// AFFGD_RSS_CSV=FILE writes every sample (MB).
 func TestTrainingRSSFlat(t *testing.T) {
 	if testing.Short() {
 		t.Skip("trains for about a minute")
