@@ -4,6 +4,9 @@ package torch
 #cgo LDFLAGS: -ldl
 #include <dlfcn.h>
 #include <stdlib.h>
+// The malloc settings of affgd_malloc_settings, also Go's MmapThreshold and ArenaMax.
+#define AFFGD_MMAP_THRESHOLD (128 << 10)
+#define AFFGD_ARENA_MAX 1
 // Intel MKL's memory manager, where libtorch carries MKL (the x86-64 builds): looked up at run
 // time, since other builds (aarch64, OpenBLAS) have no such symbols. mkl_serv_mem_stat and
 // mkl_serv_free_buffers are what MKL's documented mkl_mem_stat and mkl_free_buffers call; only
@@ -22,14 +25,13 @@ static void affgd_mkl_free_buffers(void) { affgd_mkl_free_buffers_fn(); }
 // glibc's malloc settings (see fixMallocThreshold), made in a constructor: it runs when the
 // program is loaded, before Go's runtime starts its threads, each of which frees memory when it
 // starts and so gets a malloc arena of its own at once (the cap applies to arenas made after it).
-// The values must match MmapThreshold and ArenaMax.
 static int affgd_threshold_fixed, affgd_arenas_capped;
 static const char *affgd_env(const char *name) { const char *v = getenv(name); return v && *v ? v : NULL; }
 __attribute__((constructor)) static void affgd_malloc_settings(void) {
 	const char *dyn = affgd_env("AFFGD_MALLOC_DYNAMIC");
 	if (dyn && dyn[0] == '1' && dyn[1] == 0) return;
-	if (!affgd_env("MALLOC_MMAP_THRESHOLD_")) affgd_threshold_fixed = mallopt(M_MMAP_THRESHOLD, 128 << 10) == 1;
-	if (!affgd_env("MALLOC_ARENA_MAX")) affgd_arenas_capped = mallopt(M_ARENA_MAX, 1) == 1;
+	if (!affgd_env("MALLOC_MMAP_THRESHOLD_")) affgd_threshold_fixed = mallopt(M_MMAP_THRESHOLD, AFFGD_MMAP_THRESHOLD) == 1;
+	if (!affgd_env("MALLOC_ARENA_MAX")) affgd_arenas_capped = mallopt(M_ARENA_MAX, AFFGD_ARENA_MAX) == 1;
 }
 static int affgd_malloc_fixed(void) { return affgd_threshold_fixed | affgd_arenas_capped << 1; }
 // The number of malloc arenas: the <heap> elements of malloc_info's report.
@@ -79,6 +81,15 @@ const MmapThreshold = 128 << 10
 // fixMallocThreshold.
 const ArenaMax = 1
 
+// The C constructor's values are MmapThreshold and ArenaMax: a negative array length would not
+// compile.
+var (
+	_ [MmapThreshold - C.AFFGD_MMAP_THRESHOLD]struct{}
+	_ [C.AFFGD_MMAP_THRESHOLD - MmapThreshold]struct{}
+	_ [ArenaMax - C.AFFGD_ARENA_MAX]struct{}
+	_ [C.AFFGD_ARENA_MAX - ArenaMax]struct{}
+)
+
 // mallocFixed reports whether fixMallocThreshold fixed glibc's threshold; arenaFixed, whether it
 // capped the arenas.
 var mallocFixed, arenaFixed bool
@@ -101,8 +112,8 @@ var mallocDefaults = os.Getenv("AFFGD_MALLOC_DYNAMIC") == "1"
 // The smaller allocations stay in the arenas. glibc gives each new thread its own arena (up to 8
 // per core), and Go runs a goroutine's cgo calls on whichever OS thread it is scheduled on, so the
 // trainer's small long-lived objects (tensor metadata, autograd nodes) end up spread over all of
-// them, each keeping its own free holes: with an arena per thread the free memory inside them grew
-// by ~0.2–0.4 MB a step in the short RSS test (docs/BENCHMARKS.md). One arena ([ArenaMax]) keeps
+// them, each keeping its own free holes: with an arena per thread the native memory grew by
+// 0.35–0.5 MB a step in the short RSS test (docs/BENCHMARKS.md). One arena ([ArenaMax]) keeps
 // them in one place.
 //
 // MALLOC_MMAP_THRESHOLD_ and MALLOC_ARENA_MAX in the environment (glibc's own settings) take
@@ -128,11 +139,12 @@ func lookupMKL() { hasMKL = C.affgd_mkl_lookup() == 1 }
 // every step and evaluation.
 //
 // It returns the buffers Intel MKL's memory manager keeps and no call is using (unless
-// AFFGD_MALLOC_DYNAMIC=1 or AFFGD_MKL_KEEP_BUFFERS=1). MKL keeps its GEMM packing buffers per thread that called it, for
-// reuse; every OS thread Go runs a matmul on (Go starts more as goroutines block in cgo calls)
-// and every OpenMP worker such a thread starts gets its own set, kept for good: in the short RSS
-// test glibc's mmapped bytes rose by 8.4 MB with each new thread (docs/BENCHMARKS.md, "Resident
-// memory"). The next step allocates them again (a few mappings, against a step's thousands).
+// AFFGD_MALLOC_DYNAMIC=1 or AFFGD_MKL_KEEP_BUFFERS=1). MKL keeps its GEMM packing buffers per
+// thread that called it, for reuse; every OS thread Go runs a matmul on (Go starts more as
+// goroutines block in cgo calls) and every OpenMP worker such a thread starts gets its own set,
+// kept for good: in the short RSS test glibc's mmapped bytes rose by 8.4 MB with each new thread
+// (docs/BENCHMARKS.md, "Resident memory"). The next step allocates them again (a few mappings,
+// against a step's thousands).
 //
 // With AFFGD_MALLOC_TRIM=1 it also trims glibc's arenas (malloc_trim) and reports whether that
 // released memory; otherwise it reports false.
