@@ -89,10 +89,10 @@ demo: build
 # summaries and RSS curves (PNG) in docs/rss/. Heavy: run it alone. RSS_STEPS=demo:N,full:M
 # shortens it.
 RSS_STEPS ?=
-# The short form (trainer's TestTrainingRSSFlat, ~1 min): not in `make test`, its growth figure
-# scatters by a few percent between identical runs on a shared machine.
+# The short form alone (trainer's TestTrainingRSSFlat, ~1 min, also part of `make test`), with
+# its figures per memory source.
 rss-short: build
-	AFFGD_RSS_FLAT=1 nice go test -count=1 -run 'TestTrainingRSSFlat$$' -v ./trainer/
+	nice go test -count=1 -run 'TestTrainingRSSFlat$$' -v ./trainer/
 rss-long: build
 	AFFGD_RSS_LONG=$(CURDIR)/docs/rss AFFGD_RSS_STEPS=$(RSS_STEPS) nice go test -count=1 -timeout 0 -run 'TestTrainingRSSLong' -v ./trainer/
 

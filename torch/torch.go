@@ -85,6 +85,7 @@ func init() {
 		panic(err)
 	}
 	fixMallocThreshold()
+	lookupMKL()
 }
 
 // errFrom converts an at_err into a Go error and frees the C string.
