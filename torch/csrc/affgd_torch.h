@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever a signature in this header changes; the Go package checks it at start-up. */
-#define AT_ABI_VERSION 2
+#define AT_ABI_VERSION 3
 
 typedef struct at_box *at_tensor;
 typedef struct at_gen_box *at_generator;
@@ -327,6 +327,31 @@ at_err at_cross_entropy(at_tensor logits, at_tensor target, at_tensor weight, in
 at_err at_scaled_dot_product_attention(at_tensor q, at_tensor k, at_tensor v,
                                        at_tensor attn_mask /* may be NULL */, int is_causal,
                                        int has_scale, double scale, at_tensor *out);
+
+/* ---- fused transformer blocks ----
+ * One call runs a whole pre-norm transformer block with the same libtorch ops, in the same order
+ * and with the same arguments, as the op-by-op calls of models/dino (Block.forward) and
+ * models/clip (Block.forward), so that its result is bitwise theirs on every device and dtype.
+ * It adds one to the calls counter and the number of ops it runs (the count the op-by-op calls
+ * add, views included) to the ops counter, so "ops launched" keeps meaning what a GPU launches.
+ * x is (B, N, C). w holds nw = 12 tensors: norm1 weight, bias; the packed q/k/v projection
+ * weight (3C, C), bias; the output projection weight, bias; norm2 weight, bias; the MLP's first
+ * linear weight, bias; its second linear weight, bias. A NULL bias is none (as F.linear); the
+ * LayerNorm weights are required. eps1/eps2 are norm1's and norm2's epsilon.
+ *  vit_block   DINO's (timm's) Block: qkv(norm1(x)) reshaped (B, N, 3, heads, C/heads) and
+ *              permuted (3, B, heads, N, C/heads); softmax(q·kᵀ·scale)·v, heads merged, proj;
+ *              residual; fc2(GELU(fc1(norm2(x)))) with exact GELU; residual. mask must be NULL.
+ *  clip_block  open_clip's ResidualAttentionBlock: in_proj(ln_1(x)) chunked in q, k, v, each
+ *              (B, heads, N, C/heads); scaled_dot_product_attention(q, k, v, mask) with its
+ *              default scale (scale must be 0), heads merged, out_proj; residual;
+ *              c_proj(QuickGELU(c_fc(ln_2(x)))); residual. mask: additive, broadcast to
+ *              (B, heads, N, N), or NULL. */
+#define AT_BLOCK_OPS(X) X(vit_block) X(clip_block)
+#define AT_DECLARE_BLOCK(name)                                                                   \
+  at_err at_##name(at_tensor x, const at_tensor *w, int nw, at_tensor mask, int64_t heads,        \
+                   double eps1, double eps2, double scale, at_tensor *out);
+AT_BLOCK_OPS(AT_DECLARE_BLOCK)
+#undef AT_DECLARE_BLOCK
 
 /* ---- autograd ---- */
 at_err at_set_requires_grad(at_tensor t, int requires);

@@ -1,0 +1,67 @@
+package torch
+
+/*
+#include "affgd_torch.h"
+*/
+import "C"
+
+import "runtime"
+
+// BlockWeights are the tensors of one pre-norm transformer block for [ViTBlock] and
+// [CLIPBlock]: two LayerNorms (weights required, biases optional), the packed q/k/v projection
+// (3C, C), the attention's output projection and the MLP's two linears (nil biases: none).
+type BlockWeights struct {
+	Norm1W, Norm1B *Tensor
+	QKVW, QKVB     *Tensor
+	ProjW, ProjB   *Tensor
+	Norm2W, Norm2B *Tensor
+	FC1W, FC1B     *Tensor
+	FC2W, FC2B     *Tensor
+	Eps1, Eps2     float64 // norm1's and norm2's epsilon
+	Heads          int64
+}
+
+// list is the weights in the shim's order (affgd_torch.h, "fused transformer blocks").
+func (w *BlockWeights) list() []*Tensor {
+	return []*Tensor{w.Norm1W, w.Norm1B, w.QKVW, w.QKVB, w.ProjW, w.ProjB,
+		w.Norm2W, w.Norm2B, w.FC1W, w.FC1B, w.FC2W, w.FC2B}
+}
+
+// ViTBlock runs DINO's pre-norm block on x (B, N, C) in one shim call: x + proj(attention of
+// norm1(x)), softmax(q·kᵀ·scale)·v per head, then + fc2(GELU(fc1(norm2(x)))) with exact GELU.
+// The libtorch ops are those of models/dino's op-by-op block, in its order, so the result is
+// bitwise the same; the ops counter counts each of them.
+func ViTBlock(x *Tensor, w *BlockWeights, scale float64) *Tensor {
+	return fusedBlock("vit_block", x, nil, w, scale)
+}
+
+// CLIPBlock runs open_clip's ResidualAttentionBlock on x (B, N, C) in one shim call:
+// x + out_proj(scaled_dot_product_attention(q, k, v, mask)) of ln_1(x) with the default scale,
+// then + c_proj(QuickGELU(c_fc(ln_2(x)))). mask is additive, broadcast to (B, heads, N, N), or
+// nil. The libtorch ops are those of models/clip's op-by-op block, in its order, so the result
+// is bitwise the same; the ops counter counts each of them.
+func CLIPBlock(x, mask *Tensor, w *BlockWeights) *Tensor {
+	return fusedBlock("clip_block", x, mask, w, 0)
+}
+
+func fusedBlock(name string, x, mask *Tensor, w *BlockWeights, scale float64) *Tensor {
+	if w == nil {
+		Fail(name, "nil block weights")
+	}
+	ws := w.list()
+	defer runtime.KeepAlive(x)
+	defer runtime.KeepAlive(mask)
+	defer runtime.KeepAlive(ws)
+	p, n, hs := handles(ws)
+	var out C.at_tensor
+	var e C.at_err
+	switch name {
+	case "vit_block":
+		e = C.at_vit_block(hdl(x), p, n, hdl(mask), C.int64_t(w.Heads), C.double(w.Eps1), C.double(w.Eps2), C.double(scale), &out)
+	default:
+		e = C.at_clip_block(hdl(x), p, n, hdl(mask), C.int64_t(w.Heads), C.double(w.Eps1), C.double(w.Eps2), C.double(scale), &out)
+	}
+	_ = hs
+	check(name, e)
+	return wrap(out)
+}
