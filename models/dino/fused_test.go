@@ -171,4 +171,3 @@ func TestFusedBlockErrors(t *testing.T) {
 		})
 	}
 }
-
