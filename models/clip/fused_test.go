@@ -170,7 +170,9 @@ func castBlock(b *Block, dt torch.DType) *Block {
 	ln := func(l *nn.LayerNorm) *nn.LayerNorm {
 		return &nn.LayerNorm{Weight: l.Weight.ToDType(dt), Bias: l.Bias.ToDType(dt), Eps: l.Eps}
 	}
-	lin := func(l *nn.Linear) *nn.Linear { return &nn.Linear{Weight: l.Weight.ToDType(dt), Bias: l.Bias.ToDType(dt)} }
+	lin := func(l *nn.Linear) *nn.Linear {
+		return &nn.Linear{Weight: l.Weight.ToDType(dt), Bias: l.Bias.ToDType(dt)}
+	}
 	return &Block{
 		Ln1: ln(b.Ln1), Ln2: ln(b.Ln2), CFc: lin(b.CFc), CProj: lin(b.CProj),
 		Attn: &Attention{InProjWeight: b.Attn.InProjWeight.ToDType(dt), InProjBias: b.Attn.InProjBias.ToDType(dt),
