@@ -5,6 +5,7 @@ import (
 	"math"
 	"testing"
 
+	"github.com/affgd/affgd/internal/testdev"
 	"github.com/affgd/affgd/torch"
 	"github.com/affgd/affgd/torch/nn"
 )
@@ -42,7 +43,9 @@ func bitwise(got, want *torch.Tensor) string {
 // float32 and with the image tower in bfloat16 and float16, batches of 1 and 3, square and
 // non-square images (interpolated positions), 2 and 3 heads; "ops launched", reads and uploads
 // are the same either way, and each fused block saves the calls of one op-by-op block but one.
+// On the test device ($AFFGD_TEST_DEVICE).
 func TestFusedBlocksBitwise(t *testing.T) {
+	dev := testdev.Device(t)
 	g, err := torch.NewGenerator(5, torch.CPU)
 	if err != nil {
 		t.Fatal(err)
@@ -55,6 +58,9 @@ func TestFusedBlocksBitwise(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer m.Free()
+		if err := m.To(dev); err != nil {
+			t.Fatal(err)
+		}
 		models[w] = m
 	}
 	for _, c := range []struct {
@@ -79,12 +85,12 @@ func TestFusedBlocksBitwise(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer func() { _ = m.SetVisualDType(torch.Float32) }()
-			x := torch.Randn([]int64{c.b, 3, c.h, c.w}, g)
+			x := torch.Randn([]int64{c.b, 3, c.h, c.w}, g).To(dev)
 			ids := make([]int64, c.b*77)
 			for i := range c.b {
 				copy(ids[i*77:], []int64{998, 5 + i, 17, 300 + 7*i, 999})
 			}
-			tokens := torch.FromSlice(ids, c.b, 77)
+			tokens := torch.FromSliceOn(ids, dev, c.b, 77)
 			run := func() (dense, text *torch.Tensor, n torch.Counters) {
 				before := torch.ReadCounters()
 				if dense, err = m.DenseFeatures(x); err != nil {
@@ -110,7 +116,7 @@ func TestFusedBlocksBitwise(t *testing.T) {
 			}
 			var perBlock torch.Counters
 			if err := torch.NoGradScope(func(*torch.Scope) {
-				tok := torch.Zeros([]int64{c.b, 10, c.width})
+				tok := torch.Zeros([]int64{c.b, 10, c.width}, dev)
 				before := torch.ReadCounters()
 				m.Transformer.Resblocks[0].forwardOps(tok, nil)
 				perBlock = torch.ReadCounters().Sub(before)
@@ -126,8 +132,9 @@ func TestFusedBlocksBitwise(t *testing.T) {
 }
 
 // TestFusedBlockDirect compares one block, fused and op by op, on tokens of every dtype the
-// towers may run in, with the causal text mask and without one.
+// towers may run in, with the causal text mask and without one, on the test device.
 func TestFusedBlockDirect(t *testing.T) {
+	dev := testdev.Device(t)
 	g, err := torch.NewGenerator(9, torch.CPU)
 	if err != nil {
 		t.Fatal(err)
@@ -138,16 +145,19 @@ func TestFusedBlockDirect(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Free()
+	if err := m.To(dev); err != nil {
+		t.Fatal(err)
+	}
 	for _, dt := range []torch.DType{torch.Float32, torch.BFloat16, torch.Float16} {
 		for _, causal := range []bool{false, true} {
 			for _, b := range []int64{1, 3} {
 				t.Run(fmt.Sprintf("%s/causal=%v/B%d", dt, causal, b), func(t *testing.T) {
 					err := torch.NoGradScope(func(*torch.Scope) {
 						blk := castBlock(m.Transformer.Resblocks[0], dt)
-						x := torch.Randn([]int64{b, 13, 128}, g).ToDType(dt)
+						x := torch.Randn([]int64{b, 13, 128}, g).ToDType(dt).To(dev)
 						var mask *torch.Tensor
 						if causal {
-							mask = torch.Full([]int64{13, 13}, math.Inf(-1), dt).Triu(1).Reshape(1, 1, 13, 13)
+							mask = torch.Full([]int64{13, 13}, math.Inf(-1), dt, dev).Triu(1).Reshape(1, 1, 13, 13)
 						}
 						got := blk.forward(x, mask)
 						var want *torch.Tensor

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/affgd/affgd/internal/testdev"
 	"github.com/affgd/affgd/torch"
 )
 
@@ -40,8 +41,10 @@ func bitwise(got, want *torch.Tensor) string {
 // Features, in float32 and with bfloat16 and float16 backbones, batches of 1 and 3, square
 // inputs and non-square ones (whose positional embedding is interpolated), with 4 heads of 24
 // (logit scale 24^-½, not a power of two) and 6 heads of 16; and "ops launched" counts the same
-// libtorch ops either way while the shim calls drop.
+// libtorch ops either way while the shim calls drop. On the test device ($AFFGD_TEST_DEVICE): the
+// fused and the op-by-op block run the same kernels there too.
 func TestFusedBlocksBitwise(t *testing.T) {
+	dev := testdev.Device(t)
 	g, err := torch.NewGenerator(7, torch.CPU)
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +53,7 @@ func TestFusedBlocksBitwise(t *testing.T) {
 	for _, heads := range []int64{4, 6} {
 		cfg := Config{EmbedDim: 96, Depth: 3, Heads: heads, PatchSize: 16, ImgSize: 64, InChans: 3,
 			MLPRatio: 4, QKVBias: true, Eps: 1e-6}
-		m, err := New(cfg, g)
+		m, err := New(cfg, g, dev)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -80,7 +83,7 @@ func TestFusedBlocksBitwise(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer func() { _ = m.SetComputeDType(torch.Float32) }()
-			x := torch.Randn([]int64{c.b, 3, c.h, c.w}, g)
+			x := torch.Randn([]int64{c.b, 3, c.h, c.w}, g).To(dev)
 			run := func() (fwd *torch.Tensor, feat *Output, n torch.Counters) {
 				before := torch.ReadCounters()
 				if fwd, err = m.Forward(x); err != nil {
