@@ -65,3 +65,24 @@ func fusedBlock(name string, x, mask *Tensor, w *BlockWeights, scale float64) *T
 	check(name, e)
 	return wrap(out)
 }
+
+// KMeansStep is one iteration of discovery's batched Lloyd loop in one shim call, with the
+// libtorch ops of its op-by-op body in their order (bitwise the same; the ops counter counts
+// each of them): for nc point sets x (nc, N, C), with x2 = 2·x, xx (nc, N, 1) the squared norms,
+// clusters (1, K, 1) int64 0..K−1, w (nc, 1, N) the points' 0/1 weights, centroids c (nc, K, C)
+// and active (nc, 1, 1) bool, it returns the next centroids (the means of each cluster's points,
+// an empty cluster's 0/0 turned into 0; c itself for a set not active) and which sets are still
+// active (active, and Σ(mean − c)² > tol).
+func KMeansStep(x, x2, xx, clusters, w, c, active *Tensor, tol float64) (next, still *Tensor) {
+	var n, s C.at_tensor
+	defer runtime.KeepAlive(x)
+	defer runtime.KeepAlive(x2)
+	defer runtime.KeepAlive(xx)
+	defer runtime.KeepAlive(clusters)
+	defer runtime.KeepAlive(w)
+	defer runtime.KeepAlive(c)
+	defer runtime.KeepAlive(active)
+	check("kmeans_step", C.at_kmeans_step(hdl(x), hdl(x2), hdl(xx), hdl(clusters), hdl(w), hdl(c), hdl(active),
+		C.double(tol), &n, &s))
+	return wrap(n), wrap(s)
+}

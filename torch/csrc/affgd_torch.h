@@ -332,7 +332,8 @@ at_err at_scaled_dot_product_attention(at_tensor q, at_tensor k, at_tensor v,
 /* ---- fused transformer blocks ----
  * One call runs a whole pre-norm transformer block with the same libtorch ops, in the same order
  * and with the same arguments, as the op-by-op calls of models/dino (Block.forward) and
- * models/clip (Block.forward), so that its result is bitwise theirs on every device and dtype.
+ * models/clip (Block.forward), so that its result is bitwise theirs (tested on the CPU in float32,
+ * bfloat16 and float16; on a GPU the same kernels run, not yet measured there).
  * It adds one to the calls counter and the number of ops it runs (the count the op-by-op calls
  * add, views included) to the ops counter, so "ops launched" keeps meaning what a GPU launches.
  * x is (B, N, C). w holds nw = 12 tensors: norm1 weight, bias; the packed q/k/v projection
@@ -353,6 +354,16 @@ at_err at_scaled_dot_product_attention(at_tensor q, at_tensor k, at_tensor v,
                    double eps1, double eps2, double scale, at_tensor *out);
 AT_BLOCK_OPS(AT_DECLARE_BLOCK)
 #undef AT_DECLARE_BLOCK
+
+/* ---- fused K-means step ----
+ * One iteration of discovery's batched Lloyd loop (kmeansBatch) for nc point sets in one call,
+ * with the op-by-op loop body's libtorch ops in its order (bitwise its result; the ops counter
+ * counts each of its 25 ops). x (nc, N, C) points, x2 = 2·x, xx (nc, N, 1) their squared norms,
+ * clusters (1, K, 1) int64 0..K−1, w (nc, 1, N) the points' 0/1 weights, c (nc, K, C) the
+ * centroids, active (nc, 1, 1) bool: the sets still iterating. *next: the new centroids (a set
+ * not active keeps c); *still: active and its error Σ(mean − c)² > tol. */
+at_err at_kmeans_step(at_tensor x, at_tensor x2, at_tensor xx, at_tensor clusters, at_tensor w,
+                      at_tensor c, at_tensor active, double tol, at_tensor *next, at_tensor *still);
 
 /* ---- autograd ---- */
 at_err at_set_requires_grad(at_tensor t, int requires);

@@ -1,8 +1,9 @@
-// blocks.cpp — fused transformer blocks (affgd_torch.h, "fused transformer blocks").
+// blocks.cpp — fused calls: transformer blocks and the batched K-means step (affgd_torch.h,
+// "fused transformer blocks", "fused K-means step").
 //
-// Each block below is a transcription, op for op, of the Go code it replaces: the same libtorch
+// Each function below is a transcription, op for op, of the Go code it replaces: the same libtorch
 // functions with the same arguments in the same order, so the results are bitwise those of the
-// op-by-op path (models/dino and models/clip test it). Shape facts that the Go code reads with a
+// op-by-op path (models/dino, models/clip and discovery test it). Shape facts that the Go code reads with a
 // shim call are read here from the tensors. The comments name the Go call each line stands for.
 // Plain ATen calls only: the blocks run on whatever device and dtype their inputs have.
 #include "internal.h"
@@ -15,6 +16,7 @@ namespace {
 // The ops each block runs, counted as the op-by-op path counts them (views included).
 constexpr int64_t kViTBlockOps = 21;
 constexpr int64_t kCLIPBlockOps = 21;
+constexpr int64_t kKMeansStepOps = 25;
 
 constexpr int kBlockWeights = 12;
 
@@ -110,9 +112,44 @@ at::Tensor clip_block(const at::Tensor &x0, const BlockWeights &w, const c10::op
   return at::add(x, m);                                            // x.Add(...)
 }
 
+// discovery's kmeansBatch loop body (one Lloyd iteration for every point set at once).
+std::tuple<at::Tensor, at::Tensor> kmeans_step(const at::Tensor &x, const at::Tensor &x2,
+                                               const at::Tensor &xx, const at::Tensor &clusters,
+                                               const at::Tensor &w, const at::Tensor &c,
+                                               const at::Tensor &active, double tol) {
+  int64_t d2[1] = {2}, d12[2] = {1, 2};
+  auto two = [](const at::Tensor &t) { return affgd::scalar_for(t, 2); };
+  auto cc = at::pow(c, two(c)).sum(at::IntArrayRef(d2, 1), false).unsqueeze(1);  // c.PowScalar(2).SumDims({2}).Unsqueeze(1)
+  auto sim = at::bmm(x2, c.transpose(1, 2));                                        // x2.Bmm(c.Transpose(1, 2))
+  sim = at::sub(at::sub(sim, xx), cc);                                              // .Sub(xx).Sub(cc)
+  auto closest = std::get<1>(sim.max(-1, false));                                  // sim.MaxDim(-1, false)
+  auto eq = at::eq(closest.unsqueeze(1), clusters);                                 // closest.Unsqueeze(1).Eq(clusters)
+  auto mask = at::mul(eq.to(eq.device(), x.scalar_type()), w);                      // .ToDType(x.DType()).Mul(w)
+  auto mean = at::bmm(mask, x);                                                     // mask.Bmm(x)
+  mean = at::div(mean, mask.sum(at::IntArrayRef(d2, 1), false).unsqueeze(2));       // .Div(mask.SumDims({2}).Unsqueeze(2))
+  mean = mean.masked_fill(at::isnan(mean), affgd::scalar_for(mean, 0));            // mean.MaskedFill(mean.IsNaN(), 0)
+  auto diff = at::sub(mean, c);                                                     // mean.Sub(c)
+  auto err = at::pow(diff, two(diff)).sum(at::IntArrayRef(d12, 2), true);          // .PowScalar(2).SumDims({1, 2}, true)
+  auto next = at::where(active, mean, c);                                           // torch.Where(active, mean, c)
+  auto le = at::le(err, affgd::scalar_for(err, tol));                               // errSq.LeScalar(tol)
+  auto still = at::logical_and(active, at::logical_not(le));                        // active.LogicalAnd(....LogicalNot())
+  return {next, still};
+}
+
 }  // namespace
 
 extern "C" {
+
+at_err at_kmeans_step(at_tensor x, at_tensor x2, at_tensor xx, at_tensor clusters, at_tensor w,
+                      at_tensor c, at_tensor active, double tol, at_tensor *next, at_tensor *still) {
+  AT_TRY_OPS(kKMeansStepOps, {
+    auto &cx = T(c);
+    TORCH_CHECK(cx.dim() == 3, "kmeans_step: expected centroids (nc, K, C), got shape ", cx.sizes());
+    auto r = kmeans_step(T(x), T(x2), T(xx), T(clusters), T(w), cx, T(active), tol);
+    *next = wrap(std::get<0>(r));
+    *still = wrap(std::get<1>(r));
+  });
+}
 
 at_err at_vit_block(at_tensor x, const at_tensor *w, int nw, at_tensor mask, int64_t heads,
                     double eps1, double eps2, double scale, at_tensor *out) {
