@@ -189,3 +189,33 @@ func castBlock(b *Block, dt torch.DType) *Block {
 			OutProj: lin(b.Attn.OutProj), Heads: b.Attn.Heads},
 	}
 }
+
+// BenchmarkDenseFeatures times the full-size ViT-B/16 image tower on 8 images at 224², fused
+// and op by op, alternating: go test -run - -bench DenseFeatures ./models/clip.
+func BenchmarkDenseFeatures(b *testing.B) {
+	g, err := torch.NewGenerator(1, torch.CPU)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := ViTB16()
+	cfg.TextLayers = 1
+	m, err := New(cfg, g)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Free()
+	x := torch.Randn([]int64{8, 3, 224, 224}, g)
+	for _, fused := range []bool{true, false} {
+		b.Run(fmt.Sprintf("fused=%v", fused), func(b *testing.B) {
+			fusedBlocks = fused
+			defer func() { fusedBlocks = true }()
+			for range b.N {
+				y, err := m.DenseFeatures(x)
+				if err != nil {
+					b.Fatal(err)
+				}
+				y.Free()
+			}
+		})
+	}
+}

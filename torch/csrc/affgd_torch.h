@@ -90,7 +90,7 @@ at_err at_cuda_mem_info(int device, int64_t *free_bytes, int64_t *total_bytes);
  * boolean-mask indexing), and blocking host-to-device copies (tensors made from host memory,
  * .to(cuda) of a CPU tensor). Reads and uploads are counted on every device, so a CPU run shows
  * what the same code would stall on on a GPU; a .to() between CPU tensors counts nothing. A fused
- * call ("fused transformer blocks") is one call that counts each op it runs. */
+ * call ("fused transformer blocks", "fused K-means step") is one call that counts each op it runs. */
 #define AT_COUNTERS(X) X(calls) X(ops) X(reads) X(uploads)
 enum {
 #define AT_COUNTER_ENUM(name) AT_COUNTER_##name,
