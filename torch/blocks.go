@@ -2,6 +2,14 @@ package torch
 
 /*
 #include "affgd_torch.h"
+
+typedef at_err (*at_block_fn)(at_tensor, const at_tensor *, int, at_tensor, int64_t, double, double,
+                              double, at_tensor *);
+
+static at_err call_block(at_block_fn f, at_tensor x, const at_tensor *w, int nw, at_tensor mask,
+                         int64_t heads, double eps1, double eps2, double scale, at_tensor *out) {
+  return f(x, w, nw, mask, heads, eps1, eps2, scale, out);
+}
 */
 import "C"
 
@@ -32,7 +40,7 @@ func (w *BlockWeights) list() []*Tensor {
 // The libtorch ops are those of models/dino's op-by-op block, in its order, so the result is
 // bitwise the same; the ops counter counts each of them.
 func ViTBlock(x *Tensor, w *BlockWeights, scale float64) *Tensor {
-	return fusedBlock("vit_block", x, nil, w, scale)
+	return fusedBlock("vit_block", C.at_block_fn(C.at_vit_block), x, nil, w, scale)
 }
 
 // CLIPBlock runs open_clip's ResidualAttentionBlock on x (B, N, C) in one shim call:
@@ -41,10 +49,11 @@ func ViTBlock(x *Tensor, w *BlockWeights, scale float64) *Tensor {
 // nil. The libtorch ops are those of models/clip's op-by-op block, in its order, so the result
 // is bitwise the same; the ops counter counts each of them.
 func CLIPBlock(x, mask *Tensor, w *BlockWeights) *Tensor {
-	return fusedBlock("clip_block", x, mask, w, 0)
+	return fusedBlock("clip_block", C.at_block_fn(C.at_clip_block), x, mask, w, 0)
 }
 
-func fusedBlock(name string, x, mask *Tensor, w *BlockWeights, scale float64) *Tensor {
+// fusedBlock calls one of the shim's fused blocks (AT_BLOCK_OPS).
+func fusedBlock(name string, f C.at_block_fn, x, mask *Tensor, w *BlockWeights, scale float64) *Tensor {
 	if w == nil {
 		Fail(name, "nil block weights")
 	}
@@ -54,15 +63,9 @@ func fusedBlock(name string, x, mask *Tensor, w *BlockWeights, scale float64) *T
 	defer runtime.KeepAlive(ws)
 	p, n, hs := handles(ws)
 	var out C.at_tensor
-	var e C.at_err
-	switch name {
-	case "vit_block":
-		e = C.at_vit_block(hdl(x), p, n, hdl(mask), C.int64_t(w.Heads), C.double(w.Eps1), C.double(w.Eps2), C.double(scale), &out)
-	default:
-		e = C.at_clip_block(hdl(x), p, n, hdl(mask), C.int64_t(w.Heads), C.double(w.Eps1), C.double(w.Eps2), C.double(scale), &out)
-	}
+	check(name, C.call_block(f, hdl(x), p, n, hdl(mask), C.int64_t(w.Heads), C.double(w.Eps1), C.double(w.Eps2),
+		C.double(scale), &out))
 	_ = hs
-	check(name, e)
 	return wrap(out)
 }
 
