@@ -125,18 +125,12 @@ func kmeansBatch(x, valid, init *torch.Tensor, maxIter int, tol float64) *torch.
 	active := torch.Ones([]int64{nc, 1, 1}, torch.Bool, x.Device())
 	check := kmeansFirstCheck
 	for it := range maxIter {
-		is := torch.NewScope()
-		cc := c.PowScalar(2).SumDims([]int64{2}, false).Unsqueeze(1) // (nc, 1, K)
-		sim := x2.Bmm(c.Transpose(1, 2)).Sub(xx).Sub(cc)             // (nc, N, K)
-		_, closest := sim.MaxDim(-1, false)
-		mask := closest.Unsqueeze(1).Eq(clusters).ToDType(x.DType()).Mul(w) // (nc, K, N)
-		mean := mask.Bmm(x).Div(mask.SumDims([]int64{2}, false).Unsqueeze(2))
-		mean = mean.MaskedFill(mean.IsNaN(), 0)
-		errSq := mean.Sub(c).PowScalar(2).SumDims([]int64{1, 2}, true) // (nc, 1, 1)
-		next := torch.Where(active, mean, c)
-		still := active.LogicalAnd(errSq.LeScalar(tol).LogicalNot())
-		is.Keep(next, still)
-		is.Close()
+		var next, still *torch.Tensor
+		if fusedKMeans {
+			next, still = torch.KMeansStep(x, x2, xx, clusters, w, c, active, tol)
+		} else {
+			next, still = lloydStepBatch(x, x2, xx, clusters, w, c, active, tol)
+		}
 		c.Free()
 		active.Free()
 		c, active = next, still
@@ -148,4 +142,27 @@ func kmeansBatch(x, valid, init *torch.Tensor, maxIter int, tol float64) *torch.
 		}
 	}
 	return s.Keep(c)
+}
+
+// fusedKMeans makes each iteration of kmeansBatch one shim call ([torch.KMeansStep], the ops of
+// lloydStepBatch in their order, bitwise the same); lloydStepBatch stays for the tests that
+// compare the two.
+var fusedKMeans = true
+
+// lloydStepBatch is one iteration of kmeansBatch, one shim call per op: the next centroids and
+// the sets still active, in the caller's scope.
+func lloydStepBatch(x, x2, xx, clusters, w, c, active *torch.Tensor, tol float64) (next, still *torch.Tensor) {
+	is := torch.NewScope()
+	defer is.Close()
+	cc := c.PowScalar(2).SumDims([]int64{2}, false).Unsqueeze(1) // (nc, 1, K)
+	sim := x2.Bmm(c.Transpose(1, 2)).Sub(xx).Sub(cc)             // (nc, N, K)
+	_, closest := sim.MaxDim(-1, false)
+	mask := closest.Unsqueeze(1).Eq(clusters).ToDType(x.DType()).Mul(w) // (nc, K, N)
+	mean := mask.Bmm(x).Div(mask.SumDims([]int64{2}, false).Unsqueeze(2))
+	mean = mean.MaskedFill(mean.IsNaN(), 0)
+	errSq := mean.Sub(c).PowScalar(2).SumDims([]int64{1, 2}, true) // (nc, 1, 1)
+	next = torch.Where(active, mean, c)
+	still = active.LogicalAnd(errSq.LeScalar(tol).LogicalNot())
+	is.Keep(next, still)
+	return next, still
 }

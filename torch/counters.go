@@ -16,8 +16,10 @@ import (
 type Counters struct {
 	// Calls is every call into the shim that can fail (tensor facts such as Shape included).
 	Calls int64
-	// Ops is the calls among them that make or change a tensor: kernel launches on a GPU (views,
-	// which launch none, included).
+	// Ops is the libtorch ops these calls run, those that make or change a tensor: kernel
+	// launches on a GPU (views, which launch none, included). A call runs one, except the fused
+	// calls ([ViTBlock], [CLIPBlock], [KMeansStep]): one call each, counted here with every op it
+	// runs, so Ops may exceed Calls and does not change when ops are fused.
 	Ops int64
 	// Reads is device→host reads: Item, copies of tensor data to Go memory (Float32s, Data, ...),
 	// To(CPU) of a device tensor, printing a tensor, and the ops whose output size depends on the

@@ -43,7 +43,7 @@ import (
 )
 
 // abiVersion is the shim ABI this package was written against (AT_ABI_VERSION in affgd_torch.h).
-const abiVersion = 2
+const abiVersion = 3
 
 // Error is a failure reported by libtorch or by the shim, without the C++ backtrace, or (Err
 // set, made by [Raise]) another error carried through a panic of numerical code to its [Try].

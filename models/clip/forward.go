@@ -51,8 +51,31 @@ func (a *Attention) queryQuery(x *torch.Tensor) *torch.Tensor {
 	return a.merge(att.Softmax(-1).Matmul(v))
 }
 
+// fusedBlocks makes the full blocks of both towers run as one shim call each
+// ([torch.CLIPBlock], the same libtorch ops in the same order, bitwise the same result); the
+// op-by-op path stays for the tests that compare the two.
+var fusedBlocks = true
+
+// weights lists the block's tensors for [torch.CLIPBlock].
+func (b *Block) weights() *torch.BlockWeights {
+	return &torch.BlockWeights{
+		Norm1W: b.Ln1.Weight, Norm1B: b.Ln1.Bias, QKVW: b.Attn.InProjWeight, QKVB: b.Attn.InProjBias,
+		ProjW: b.Attn.OutProj.Weight, ProjB: b.Attn.OutProj.Bias, Norm2W: b.Ln2.Weight, Norm2B: b.Ln2.Bias,
+		FC1W: b.CFc.Weight, FC1B: b.CFc.Bias, FC2W: b.CProj.Weight, FC2B: b.CProj.Bias,
+		Eps1: b.Ln1.Eps, Eps2: b.Ln2.Eps, Heads: b.Attn.Heads,
+	}
+}
+
 // forward is one pre-norm residual block: x + attn(ln_1(x)), then + c_proj(QuickGELU(c_fc(ln_2(x)))).
 func (b *Block) forward(x, mask *torch.Tensor) *torch.Tensor {
+	if fusedBlocks {
+		return torch.CLIPBlock(x, mask, b.weights())
+	}
+	return b.forwardOps(x, mask)
+}
+
+// forwardOps is [Block.forward], one shim call per op.
+func (b *Block) forwardOps(x, mask *torch.Tensor) *torch.Tensor {
 	x = x.Add(b.Attn.forward(b.Ln1.Forward(x), mask))
 	return x.Add(b.CProj.Forward(quickGELU(b.CFc.Forward(b.Ln2.Forward(x)))))
 }

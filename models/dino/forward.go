@@ -97,8 +97,31 @@ func (a *Attention) weights(x *torch.Tensor) (attn, k, v *torch.Tensor) {
 	return attn, k, v
 }
 
-// forward is the full block.
-func (b *Block) forward(x *torch.Tensor) *torch.Tensor {
+// fusedBlocks makes the full blocks run as one shim call each ([torch.ViTBlock], the same
+// libtorch ops in the same order, bitwise the same result); the op-by-op path stays for the
+// tests that compare the two.
+var fusedBlocks = true
+
+// weights lists the block's tensors for [torch.ViTBlock].
+func (b *Block) weights() *torch.BlockWeights {
+	return &torch.BlockWeights{
+		Norm1W: b.Norm1.Weight, Norm1B: b.Norm1.Bias, QKVW: b.Attn.QKV.Weight, QKVB: b.Attn.QKV.Bias,
+		ProjW: b.Attn.Proj.Weight, ProjB: b.Attn.Proj.Bias, Norm2W: b.Norm2.Weight, Norm2B: b.Norm2.Bias,
+		FC1W: b.MLP.FC1.Weight, FC1B: b.MLP.FC1.Bias, FC2W: b.MLP.FC2.Weight, FC2B: b.MLP.FC2.Bias,
+		Eps1: b.Norm1.Eps, Eps2: b.Norm2.Eps, Heads: b.Attn.Heads,
+	}
+}
+
+// forward is the full block; scale is the attention's logit scale, headScale(head_dim).
+func (b *Block) forward(x *torch.Tensor, scale float64) *torch.Tensor {
+	if fusedBlocks {
+		return torch.ViTBlock(x, b.weights(), scale)
+	}
+	return b.forwardOps(x)
+}
+
+// forwardOps is the full block, one shim call per op.
+func (b *Block) forwardOps(x *torch.Tensor) *torch.Tensor {
 	s := x.Shape()
 	attn, _, v := b.Attn.weights(b.Norm1.Forward(x))
 	y := b.Attn.Proj.Forward(attn.Matmul(v).Transpose(1, 2).Reshape(s[0], s[1], s[2]))
@@ -119,11 +142,15 @@ func run(what string, fn func(s *torch.Scope)) error {
 // blocks runs the given blocks over x, one scope per block so that each block's intermediates
 // are released as soon as it is done.
 func blocks(bs []*Block, x *torch.Tensor) *torch.Tensor {
+	if len(bs) == 0 {
+		return x
+	}
+	c := x.Size(2) // blocks keep the width
 	for _, b := range bs {
 		func() {
 			s := torch.NewScope()
 			defer s.Close()
-			x = s.Keep(b.forward(x))
+			x = s.Keep(b.forward(x, headScale(c/b.Attn.Heads)))
 		}()
 	}
 	return x

@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever a signature in this header changes; the Go package checks it at start-up. */
-#define AT_ABI_VERSION 2
+#define AT_ABI_VERSION 3
 
 typedef struct at_box *at_tensor;
 typedef struct at_gen_box *at_generator;
@@ -89,7 +89,8 @@ at_err at_cuda_mem_info(int device, int64_t *free_bytes, int64_t *total_bytes);
  * tensor, and the ops whose output size depends on the values: nonzero, masked_select, unique and
  * boolean-mask indexing), and blocking host-to-device copies (tensors made from host memory,
  * .to(cuda) of a CPU tensor). Reads and uploads are counted on every device, so a CPU run shows
- * what the same code would stall on on a GPU; a .to() between CPU tensors counts nothing. */
+ * what the same code would stall on on a GPU; a .to() between CPU tensors counts nothing. A fused
+ * call ("fused transformer blocks", "fused K-means step") is one call that counts each op it runs. */
 #define AT_COUNTERS(X) X(calls) X(ops) X(reads) X(uploads)
 enum {
 #define AT_COUNTER_ENUM(name) AT_COUNTER_##name,
@@ -367,6 +368,42 @@ at_err at_cross_entropy(at_tensor logits, at_tensor target, at_tensor weight, in
 at_err at_scaled_dot_product_attention(at_tensor q, at_tensor k, at_tensor v,
                                        at_tensor attn_mask /* may be NULL */, int is_causal,
                                        int has_scale, double scale, at_tensor *out);
+
+/* ---- fused transformer blocks ----
+ * One call runs a whole pre-norm transformer block with the same libtorch ops, in the same order
+ * and with the same arguments, as the op-by-op calls of models/dino (Block.forward) and
+ * models/clip (Block.forward), so that its result is bitwise theirs (tested on the CPU in float32,
+ * bfloat16 and float16; on a GPU the same kernels run, not yet measured there).
+ * It adds one to the calls counter and the number of ops it runs (the count the op-by-op calls
+ * add, views included) to the ops counter, so "ops launched" keeps meaning what a GPU launches.
+ * x is (B, N, C). w holds nw = 12 tensors: norm1 weight, bias; the packed q/k/v projection
+ * weight (3C, C), bias; the output projection weight, bias; norm2 weight, bias; the MLP's first
+ * linear weight, bias; its second linear weight, bias. A NULL bias is none (as F.linear); the
+ * LayerNorm weights are required. eps1/eps2 are norm1's and norm2's epsilon.
+ *  vit_block   DINO's (timm's) Block: qkv(norm1(x)) reshaped (B, N, 3, heads, C/heads) and
+ *              permuted (3, B, heads, N, C/heads); softmax(q·kᵀ·scale)·v, heads merged, proj;
+ *              residual; fc2(GELU(fc1(norm2(x)))) with exact GELU; residual. mask must be NULL.
+ *  clip_block  open_clip's ResidualAttentionBlock: in_proj(ln_1(x)) chunked in q, k, v, each
+ *              (B, heads, N, C/heads); scaled_dot_product_attention(q, k, v, mask) with its
+ *              default scale (scale must be 0), heads merged, out_proj; residual;
+ *              c_proj(QuickGELU(c_fc(ln_2(x)))); residual. mask: additive, broadcast to
+ *              (B, heads, N, N), or NULL. */
+#define AT_BLOCK_OPS(X) X(vit_block) X(clip_block)
+#define AT_DECLARE_BLOCK(name)                                                                   \
+  at_err at_##name(at_tensor x, const at_tensor *w, int nw, at_tensor mask, int64_t heads,        \
+                   double eps1, double eps2, double scale, at_tensor *out);
+AT_BLOCK_OPS(AT_DECLARE_BLOCK)
+#undef AT_DECLARE_BLOCK
+
+/* ---- fused K-means step ----
+ * One iteration of discovery's batched Lloyd loop (kmeansBatch) for nc point sets in one call,
+ * with the op-by-op loop body's libtorch ops in its order (bitwise its result; the ops counter
+ * counts each of its 25 ops). x (nc, N, C) points, x2 = 2·x, xx (nc, N, 1) their squared norms,
+ * clusters (1, K, 1) int64 0..K−1, w (nc, 1, N) the points' 0/1 weights, c (nc, K, C) the
+ * centroids, active (nc, 1, 1) bool: the sets still iterating. *next: the new centroids (a set
+ * not active keeps c); *still: active and its error Σ(mean − c)² > tol. */
+at_err at_kmeans_step(at_tensor x, at_tensor x2, at_tensor xx, at_tensor clusters, at_tensor w,
+                      at_tensor c, at_tensor active, double tol, at_tensor *next, at_tensor *still);
 
 /* ---- autograd ---- */
 at_err at_set_requires_grad(at_tensor t, int requires);

@@ -47,6 +47,11 @@ inline void count(int which, int64_t n = 1) { g_counters[which].fetch_add(n, std
 // A device-to-host read of x's values.
 inline void count_read() { count(AT_COUNTER_reads); }
 
+// at::scaled_dot_product_attention (ops.cpp; on libtorch < 2.1 the math it stands for).
+at::Tensor sdpa(const at::Tensor &query, const at::Tensor &key, const at::Tensor &value,
+                const c10::optional<at::Tensor> &attn_mask, bool is_causal, bool has_scale,
+                double scale);
+
 }  // namespace affgd
 
 // Runs body and turns every C++ exception into an at_err; counts one call that launches tensor
@@ -54,6 +59,11 @@ inline void count_read() { count(AT_COUNTER_reads); }
 #define AT_TRY(...)                       \
   affgd::count(AT_COUNTER_calls);         \
   affgd::count(AT_COUNTER_ops);           \
+  AT_TRY_BODY(__VA_ARGS__)
+// One call that runs n libtorch ops (a fused call, blocks.cpp): "ops launched" counts them all.
+#define AT_TRY_OPS(n, ...)                \
+  affgd::count(AT_COUNTER_calls);         \
+  affgd::count(AT_COUNTER_ops, (n));      \
   AT_TRY_BODY(__VA_ARGS__)
 #define AT_TRY_FACT(...)                  \
   affgd::count(AT_COUNTER_calls);         \

@@ -481,34 +481,40 @@ at_err at_cross_entropy(at_tensor logits, at_tensor target, at_tensor weight, in
 #else
 #define AFFGD_HAS_SDPA 0
 #endif
+}  // extern "C"
+
+// The attention of at_scaled_dot_product_attention, shared with the fused blocks (blocks.cpp).
+at::Tensor affgd::sdpa(const at::Tensor &query, const at::Tensor &key, const at::Tensor &value,
+                       const c10::optional<at::Tensor> &attn_mask, bool is_causal, bool has_scale,
+                       double scale) {
+  TORCH_CHECK(query.dim() >= 2 && key.dim() >= 2 && value.dim() >= 2,
+              "scaled_dot_product_attention expects q, k and v of at least 2 dimensions, got ",
+              query.sizes(), ", ", key.sizes(), ", ", value.sizes());
+  TORCH_CHECK(!(is_causal && attn_mask), "scaled_dot_product_attention: give either a mask or is_causal, not both");
+#if AFFGD_HAS_SDPA
+  c10::optional<double> s;
+  if (has_scale) s = scale;
+  return at::scaled_dot_product_attention(query, key, value, attn_mask, 0.0, is_causal, s);
+#else
+  double sc = has_scale ? scale : 1.0 / std::sqrt(static_cast<double>(query.size(-1)));
+  double f = std::sqrt(std::abs(sc));
+  auto att = at::matmul(query * (sc < 0 ? -f : f), key.transpose(-2, -1) * f);
+  c10::optional<at::Tensor> mask = attn_mask;
+  if (is_causal) mask = at::ones({query.size(-2), key.size(-2)}, query.options().dtype(at::kBool)).tril();
+  if (mask && mask->scalar_type() == at::kBool) {
+    mask = at::zeros_like(*mask, query.options()).masked_fill_(mask->logical_not(),
+                                                                -std::numeric_limits<double>::infinity());
+  }
+  if (mask) att = att + *mask;
+  return at::matmul(at::softmax(att, -1), value);
+#endif
+}
+
+extern "C" {
+
 at_err at_scaled_dot_product_attention(at_tensor q, at_tensor k, at_tensor v, at_tensor attn_mask,
                                        int is_causal, int has_scale, double scale, at_tensor *out) {
-  AT_TRY({
-    auto &query = T(q);
-    auto &key = T(k);
-    auto &value = T(v);
-    TORCH_CHECK(query.dim() >= 2 && key.dim() >= 2 && value.dim() >= 2,
-                "scaled_dot_product_attention expects q, k and v of at least 2 dimensions, got ",
-                query.sizes(), ", ", key.sizes(), ", ", value.sizes());
-    TORCH_CHECK(!(is_causal && attn_mask), "scaled_dot_product_attention: give either a mask or is_causal, not both");
-#if AFFGD_HAS_SDPA
-    c10::optional<double> s;
-    if (has_scale) s = scale;
-    *out = wrap(at::scaled_dot_product_attention(query, key, value, opt(attn_mask), 0.0, is_causal != 0, s));
-#else
-    double sc = has_scale ? scale : 1.0 / std::sqrt(static_cast<double>(query.size(-1)));
-    double f = std::sqrt(std::abs(sc));
-    auto att = at::matmul(query * (sc < 0 ? -f : f), key.transpose(-2, -1) * f);
-    c10::optional<at::Tensor> mask = opt(attn_mask);
-    if (is_causal) mask = at::ones({query.size(-2), key.size(-2)}, query.options().dtype(at::kBool)).tril();
-    if (mask && mask->scalar_type() == at::kBool) {
-      mask = at::zeros_like(*mask, query.options()).masked_fill_(mask->logical_not(),
-                                                                  -std::numeric_limits<double>::infinity());
-    }
-    if (mask) att = att + *mask;
-    *out = wrap(at::matmul(at::softmax(att, -1), value));
-#endif
-  });
+  AT_TRY(*out = wrap(affgd::sdpa(T(q), T(k), T(v), opt(attn_mask), is_causal != 0, has_scale != 0, scale)));
 }
 
 // ---- autograd ----
