@@ -112,3 +112,24 @@ func To(ts map[string]*torch.Tensor, d torch.Device) error {
 		}
 	})
 }
+
+// Bitwise reports how many values of got differ from want (NaN never equals), or a shape or
+// dtype mismatch; "" when the two are identical. For tests that demand max |diff| 0 (a fused
+// op against the op-by-op path it replaces), not a tolerance.
+func Bitwise(got, want *torch.Tensor) string {
+	var msg string
+	err := torch.Try(func() {
+		if fmt.Sprint(got.Shape()) != fmt.Sprint(want.Shape()) || got.DType() != want.DType() {
+			msg = fmt.Sprintf("got %v %s, want %v %s", got.Shape(), got.DType(), want.Shape(), want.DType())
+			return
+		}
+		if n := got.Ne(want).ToDType(torch.Int64).Sum().ItemInt(); n != 0 {
+			d := got.ToDType(torch.Float64).Sub(want.ToDType(torch.Float64)).Abs().Max().Item()
+			msg = fmt.Sprintf("%d of %d values differ (max |diff| %g)", n, want.Numel(), d)
+		}
+	})
+	if err != nil {
+		return err.Error()
+	}
+	return msg
+}

@@ -17,26 +17,6 @@ func withOpByOp(fn func()) {
 	fn()
 }
 
-// bitwise reports how many values of got differ from want, or a shape or dtype mismatch; ""
-// when they are identical.
-func bitwise(got, want *torch.Tensor) string {
-	var msg string
-	err := torch.Try(func() {
-		if fmt.Sprint(got.Shape()) != fmt.Sprint(want.Shape()) || got.DType() != want.DType() {
-			msg = fmt.Sprintf("got %v %s, want %v %s", got.Shape(), got.DType(), want.Shape(), want.DType())
-			return
-		}
-		if n := got.Ne(want).ToDType(torch.Int64).Sum().ItemInt(); n != 0 {
-			d := got.ToDType(torch.Float64).Sub(want.ToDType(torch.Float64)).Abs().Max().Item()
-			msg = fmt.Sprintf("%d of %d values differ (max |diff| %g)", n, want.Numel(), d)
-		}
-	})
-	if err != nil {
-		return err.Error()
-	}
-	return msg
-}
-
 // TestFusedBlocksBitwise: with the fused blocks (torch.CLIPBlock, one shim call per block),
 // DenseFeatures (the image tower's full blocks; the ClearCLIP last block stays op by op) and
 // EncodeText (the causal text blocks) give exactly the op-by-op results — max |diff| 0 — in
@@ -105,10 +85,10 @@ func TestFusedBlocksBitwise(t *testing.T) {
 			var wantDense, wantText *torch.Tensor
 			var ops torch.Counters
 			withOpByOp(func() { wantDense, wantText, ops = run() })
-			if msg := bitwise(dense, wantDense); msg != "" {
+			if msg := testdev.Bitwise(dense, wantDense); msg != "" {
 				t.Errorf("DenseFeatures: fused vs op by op: %s", msg)
 			}
-			if msg := bitwise(text, wantText); msg != "" {
+			if msg := testdev.Bitwise(text, wantText); msg != "" {
 				t.Errorf("EncodeText: fused vs op by op: %s", msg)
 			}
 			if fused.Ops != ops.Ops || fused.Reads != ops.Reads || fused.Uploads != ops.Uploads {
@@ -162,7 +142,7 @@ func TestFusedBlockDirect(t *testing.T) {
 						got := blk.forward(x, mask)
 						var want *torch.Tensor
 						withOpByOp(func() { want = blk.forward(x, mask) })
-						if msg := bitwise(got, want); msg != "" {
+						if msg := testdev.Bitwise(got, want); msg != "" {
 							t.Errorf("fused vs op by op: %s", msg)
 						}
 					})

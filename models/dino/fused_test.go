@@ -16,26 +16,6 @@ func withOpByOp(fn func()) {
 	fn()
 }
 
-// bitwise reports how many values of got differ from want (NaN never equals), or a shape or
-// dtype mismatch; "" when they are identical.
-func bitwise(got, want *torch.Tensor) string {
-	var msg string
-	err := torch.Try(func() {
-		if fmt.Sprint(got.Shape()) != fmt.Sprint(want.Shape()) || got.DType() != want.DType() {
-			msg = fmt.Sprintf("got %v %s, want %v %s", got.Shape(), got.DType(), want.Shape(), want.DType())
-			return
-		}
-		if n := got.Ne(want).ToDType(torch.Int64).Sum().ItemInt(); n != 0 {
-			d := got.ToDType(torch.Float64).Sub(want.ToDType(torch.Float64)).Abs().Max().Item()
-			msg = fmt.Sprintf("%d of %d values differ (max |diff| %g)", n, want.Numel(), d)
-		}
-	})
-	if err != nil {
-		return err.Error()
-	}
-	return msg
-}
-
 // TestFusedBlocksBitwise: the fused blocks (torch.ViTBlock, one shim call per block) give
 // exactly the op-by-op blocks' results — max |diff| 0, not a tolerance — for Forward and
 // Features, in float32 and with bfloat16 and float16 backbones, batches of 1 and 3, square
@@ -106,7 +86,7 @@ func TestFusedBlocksBitwise(t *testing.T) {
 				{"Forward", fwd, wantFwd}, {"Features.Key", feat.Key, want.Key},
 				{"Features.Attn", feat.Attn, want.Attn}, {"Features.SamHard", feat.SamHard, want.SamHard},
 			} {
-				if msg := bitwise(o.got, o.want); msg != "" {
+				if msg := testdev.Bitwise(o.got, o.want); msg != "" {
 					t.Errorf("%s: fused vs op by op: %s", o.what, msg)
 				}
 			}
