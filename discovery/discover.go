@@ -190,31 +190,10 @@ func discover(in Inputs, opt Options, inits map[int][]int64, g *torch.Generator)
 	dev := in.DEgo.Device()
 	K := int64(opt.Clusters)
 
-	// Batch-wide views and precomputations (elementwise or per channel vector, so they give the
-	// values the released code computes sample by sample).
-	exoFlat := in.DExo.Reshape(d.B, d.E, d.C, d.hw)            // exo_desc per sample, channels first
-	exoTok := exoFlat.Permute(0, 1, 3, 2)                      // (B, E, hw, C): one descriptor per token
-	egoTok := in.DEgo.Reshape(d.B, d.C, d.hw).Permute(0, 2, 1) // (B, hw, C), raw
-	egoWeighted := in.DEgo.Mul(in.SEgo.Unsqueeze(1)).Reshape(d.B, d.C, d.hw)
-
-	// The maps candidates are read from, and the object-level exo maps, one row per exo image of
-	// each sample: under §9.1 row n of map b (length w), else map b·E+n (length h·w).
-	m := in.MExo.Detach()
-	var cand, fallbackExo *torch.Tensor
-	var L int64
-	if opt.PerImageExo {
-		L = d.hw
-		cand = m.Reshape(d.B, d.E, d.hw)
-		fallbackExo = in.SExo.Reshape(d.B, d.E, d.h, d.w)
-	} else {
-		L = d.w
-		cand = m.Narrow(0, 0, d.B).Narrow(1, 0, d.E) // (B, E, w)
-		fallbackExo = in.SExo.Narrow(0, 0, d.B).Narrow(1, 0, d.E).Unsqueeze(2).Expand(d.B, d.E, d.h, d.w)
-	}
-	lo, _ := cand.MinDim(-1, true)
-	hi, _ := cand.MaxDim(-1, true)
-	selected := cand.Sub(lo).Div(hi.Sub(lo).AddScalar(candidateEps)).GtScalar(opt.Gamma1) // (B, E, L)
-	counts := selected.SumDims([]int64{1, 2}, false).Int64s()                             // the one read
+	v := newViews(d, in, opt)
+	exoFlat, exoTok, egoTok, egoWeighted := v.exoFlat, v.exoTok, v.egoTok, v.egoWeighted
+	fallbackExo, selected, L := v.fallbackExo, v.selected, v.L
+	counts := selected.SumDims([]int64{1, 2}, false).Int64s() // the one read
 
 	res := &Result{NumCandidates: make([]int, d.B)}
 	if opt.CountEmpty {
@@ -293,6 +272,45 @@ func discover(in Inputs, opt Options, inits map[int][]int64, g *torch.Generator)
 	res.WEgo = partEgo.Add(softEgo).DivScalar(2)
 	res.WExo = partExo.Add(softExo).DivScalar(2).Reshape(d.B*d.E, d.h, d.w)
 	return res
+}
+
+// views are the batch-wide views and precomputations that part discovery starts from (§7a–b):
+// elementwise or per channel vector, so they give the values the released code computes sample
+// by sample.
+type views struct {
+	exoFlat     *torch.Tensor // (B, E, C, hw): exo_desc per sample, channels first
+	exoTok      *torch.Tensor // (B, E, hw, C): one descriptor per token
+	egoTok      *torch.Tensor // (B, hw, C), raw D_ego
+	egoWeighted *torch.Tensor // (B, C, hw): D_ego ⊙ S_ego
+	fallbackExo *torch.Tensor // (B, E, h, w): the object-level exo maps
+	selected    *torch.Tensor // (B, E, L) bool: the candidates (normalised map > Gamma1)
+	L           int64         // candidates' row length: h·w under §9.1, else w
+}
+
+// newViews computes [views]. The maps candidates are read from, and the object-level exo maps,
+// have one row per exo image of each sample: under §9.1 row n of map b (length w), else map
+// b·E+n (length h·w).
+func newViews(d dims, in Inputs, opt Options) views {
+	v := views{}
+	v.exoFlat = in.DExo.Reshape(d.B, d.E, d.C, d.hw)
+	v.exoTok = v.exoFlat.Permute(0, 1, 3, 2)
+	v.egoTok = in.DEgo.Reshape(d.B, d.C, d.hw).Permute(0, 2, 1)
+	v.egoWeighted = in.DEgo.Mul(in.SEgo.Unsqueeze(1)).Reshape(d.B, d.C, d.hw)
+	m := in.MExo.Detach()
+	var cand *torch.Tensor
+	if opt.PerImageExo {
+		v.L = d.hw
+		cand = m.Reshape(d.B, d.E, d.hw)
+		v.fallbackExo = in.SExo.Reshape(d.B, d.E, d.h, d.w)
+	} else {
+		v.L = d.w
+		cand = m.Narrow(0, 0, d.B).Narrow(1, 0, d.E) // (B, E, w)
+		v.fallbackExo = in.SExo.Narrow(0, 0, d.B).Narrow(1, 0, d.E).Unsqueeze(2).Expand(d.B, d.E, d.h, d.w)
+	}
+	lo, _ := cand.MinDim(-1, true)
+	hi, _ := cand.MaxDim(-1, true)
+	v.selected = cand.Sub(lo).Div(hi.Sub(lo).AddScalar(candidateEps)).GtScalar(opt.Gamma1)
+	return v
 }
 
 // countsOf returns counts[b] for the samples b of idx.
